@@ -1,0 +1,144 @@
+"""All settings of the platform, in one typed place, read from the environment.
+
+Every stage takes a :class:`Settings`; nothing reads ``os.environ`` elsewhere. The embedded
+defaults (Spark ``local[*]``, DuckDB, SQLite, MLflow on a local SQLite file) need no server; a
+cluster deployment changes environment variables only (see ``docker/.env.example``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Mapping
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
+
+
+def _env(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name)
+    return default if value is None or value == "" else value
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Root of every generated artefact (raw logs, lake, warehouse, feature store, MLflow, ...).
+    home: Path = REPO_ROOT / ".recsys"
+    spark_master: str = "local[*]"
+    spark_driver_memory: str = "2g"
+    dbt_target: str = "duckdb"
+    # Sessionization: a new session starts after this much inactivity (unless the log has ids).
+    session_gap_minutes: int = 30
+    # Ingestion: events further in the future than this (vs. the arrival day's end) are quarantined.
+    max_future_skew_minutes: int = 60
+    # Ingestion: events older than this many days before their arrival day are quarantined.
+    max_event_age_days: int = 30
+    # Features and models look at a user's last K items.
+    max_sequence_length: int = 50
+    feast_online_store: str = "sqlite"  # "sqlite" or "redis"
+    redis_connection_string: str = "127.0.0.1:6379"
+    mlflow_tracking_uri: str = ""  # empty: sqlite file under home
+    registered_model_name: str = "sequential_recommender"
+    champion_alias: str = "champion"
+    device: str = "auto"  # "auto", "cpu", "cuda"
+    seed: int = 42
+
+    # ---- derived locations (one place, so every stage agrees) ----
+    @property
+    def raw_dir(self) -> Path:
+        """Raw logs: one folder per arrival day, ``raw/<YYYY-MM-DD>/*.jsonl[.gz]``."""
+        return self.home / "raw"
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.home / "lake"
+
+    @property
+    def events_dir(self) -> Path:
+        """Valid events: ``events/event_date=<d>/arrival_date=<d>/part-*.parquet``."""
+        return self.lake_dir / "events"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Rejected rows with a reason: ``quarantine/arrival_date=<d>/part-*.parquet``."""
+        return self.lake_dir / "quarantine"
+
+    @property
+    def reconciliation_dir(self) -> Path:
+        """One JSON per ingested arrival day: input = written + quarantined + duplicates."""
+        return self.lake_dir / "reconciliation"
+
+    @property
+    def warehouse_path(self) -> Path:
+        """DuckDB file the dbt ``duckdb`` target builds the session tables in."""
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def spark_warehouse_dir(self) -> Path:
+        return self.home / "spark-warehouse"
+
+    @property
+    def feature_data_dir(self) -> Path:
+        """Parquet files the Feast offline store reads (exported from the dbt marts)."""
+        return self.home / "feature_data"
+
+    @property
+    def feast_dir(self) -> Path:
+        """Feast registry and SQLite online store."""
+        return self.home / "feast"
+
+    @property
+    def gx_dir(self) -> Path:
+        """Great Expectations project (suites, validation results, Data Docs)."""
+        return self.home / "gx"
+
+    @property
+    def quality_dir(self) -> Path:
+        """Gate verdicts: ``quality/<date>.json``."""
+        return self.home / "quality"
+
+    @property
+    def models_dir(self) -> Path:
+        """Local checkpoints before they are logged to MLflow."""
+        return self.home / "models"
+
+    @property
+    def decisions_dir(self) -> Path:
+        """Promotion decisions: ``decisions/<date>.json``."""
+        return self.home / "decisions"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifact_root(self) -> Path:
+        return self.home / "mlflow" / "artifacts"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(
+            home=Path(_env(env, "RECSYS_HOME", str(d.home))).resolve(),
+            spark_master=_env(env, "RECSYS_SPARK_MASTER", d.spark_master),
+            spark_driver_memory=_env(env, "RECSYS_SPARK_DRIVER_MEMORY", d.spark_driver_memory),
+            dbt_target=_env(env, "RECSYS_DBT_TARGET", d.dbt_target),
+            session_gap_minutes=int(_env(env, "RECSYS_SESSION_GAP_MINUTES", str(d.session_gap_minutes))),
+            max_future_skew_minutes=int(
+                _env(env, "RECSYS_MAX_FUTURE_SKEW_MINUTES", str(d.max_future_skew_minutes))
+            ),
+            max_event_age_days=int(_env(env, "RECSYS_MAX_EVENT_AGE_DAYS", str(d.max_event_age_days))),
+            max_sequence_length=int(_env(env, "RECSYS_MAX_SEQUENCE_LENGTH", str(d.max_sequence_length))),
+            feast_online_store=_env(env, "RECSYS_FEAST_ONLINE_STORE", d.feast_online_store),
+            redis_connection_string=_env(env, "RECSYS_REDIS_CONNECTION_STRING", d.redis_connection_string),
+            mlflow_tracking_uri=_env(env, "MLFLOW_TRACKING_URI", d.mlflow_tracking_uri),
+            registered_model_name=_env(env, "RECSYS_REGISTERED_MODEL_NAME", d.registered_model_name),
+            device=_env(env, "RECSYS_DEVICE", d.device),
+            seed=int(_env(env, "RECSYS_SEED", str(d.seed))),
+        )
+
+    def with_home(self, home: Path) -> "Settings":
+        return replace(self, home=Path(home).resolve())
