@@ -1,0 +1,39 @@
+"""The one place a SparkSession is configured, so every Spark task sees the same settings."""
+
+from __future__ import annotations
+
+from pyspark.sql import SparkSession
+
+from pipeline.settings import Settings
+
+# A day of events is small; Spark's default of 200 shuffle partitions would mostly schedule
+# empty tasks and write tiny files.
+SHUFFLE_PARTITIONS = 4
+
+
+def spark_session(settings: Settings) -> SparkSession:
+    """Return the process's SparkSession, creating it from ``settings`` when none is running.
+
+    getOrCreate semantics: an already running session is reused (Airflow tasks and the demo
+    ingest several days with one). Its runtime options (time zone, overwrite mode, shuffle
+    partitions) are set again; JVM options (driver memory, Derby home) and the warehouse dir only
+    take effect when this call starts the JVM.
+    """
+    settings.home.mkdir(parents=True, exist_ok=True)
+    derby_home = settings.home / "spark-derby"
+    # Derby (Hive's embedded metastore) writes metastore_db/ and derby.log into the working
+    # directory unless its home is set; JVM time zone UTC so nothing falls back to local time.
+    java_options = f"-Dderby.system.home={derby_home} -Duser.timezone=UTC"
+    return (
+        SparkSession.builder.master(settings.spark_master)
+        .appName("recsys-platform")
+        .config("spark.driver.memory", settings.spark_driver_memory)
+        .config("spark.driver.extraJavaOptions", java_options)
+        .config("spark.executor.extraJavaOptions", java_options)
+        .config("spark.sql.warehouse.dir", str(settings.spark_warehouse_dir))
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+        .config("spark.sql.shuffle.partitions", str(SHUFFLE_PARTITIONS))
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )

@@ -1,0 +1,248 @@
+"""The Spark ingestion job on hand-written and generated arrival days."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from ingest.generator import generate_logs
+from ingest.ingest_day import MissingArrivalDay, ingest_arrival_day, main
+from ingest.schema import LAKE_EVENT_SCHEMA, QUARANTINE_SCHEMA
+from pipeline.settings import Settings
+
+DAY = date(2026, 11, 5)
+
+
+def event(event_id: str, event_time: str = "2026-11-05T10:00:00.123Z", **fields) -> str:
+    record = {"event_id": event_id, "event_time": event_time, "user_id": "u1", "item_id": "i1",
+              "event_type": "view"}
+    record.update(fields)
+    return json.dumps({k: v for k, v in record.items() if v is not ...}, separators=(",", ":"))
+
+
+def write_day(settings: Settings, day: date, files: dict[str, list[str]]) -> Path:
+    folder = settings.raw_dir / day.isoformat()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, lines in files.items():
+        payload = "".join(line + "\n" for line in lines).encode()
+        (folder / name).write_bytes(gzip.compress(payload) if name.endswith(".gz") else payload)
+    return folder
+
+
+def as_collected(*utc_fields: int) -> datetime:
+    """A UTC instant the way PySpark's collect() hands it back: naive, in the local zone."""
+    return datetime(*utc_fields, tzinfo=timezone.utc).astimezone().replace(tzinfo=None)
+
+
+def lake_rows(spark: SparkSession, settings: Settings) -> list[tuple]:
+    frame = spark.read.schema(LAKE_EVENT_SCHEMA).parquet(str(settings.events_dir))
+    return sorted(tuple(row) for row in frame.collect())
+
+
+def quarantine(spark: SparkSession, settings: Settings, day: date) -> list[tuple[str, str, str]]:
+    path = settings.quarantine_dir / f"arrival_date={day.isoformat()}"
+    return sorted(tuple(row) for row in spark.read.schema(QUARANTINE_SCHEMA).parquet(str(path)).collect())
+
+
+# One line per quarantine reason (several for the subtle ones), with the reason it must get.
+REJECTED = [
+    ("", "empty_line"),
+    ("   ", "empty_line"),
+    ('{"event_id":"b1","event_time":', "unparseable"),
+    ("not json at all", "unparseable"),
+    ("[1,2]", "unparseable"),
+    ("null", "unparseable"),
+    (event("b2") + " trailing", "unparseable"),
+    # A lost newline: two events glued together must not silently become one.
+    (event("b3") + event("b4"), "unparseable"),
+    ("{'event_id':'b5'}", "unparseable"),
+    ('{"event_id":"b6","event_id":"b7","event_time":"2026-11-05T10:00:00Z","user_id":"u","item_id":"i",'
+     '"event_type":"view"}', "unparseable"),
+    (event(...), "missing_field:event_id"),
+    (event("c1", item_id=None), "missing_field:item_id"),
+    (event("c2", user_id="  "), "missing_field:user_id"),
+    # The first missing field in contract order is named.
+    (event("c3", event_time=..., item_id=...), "missing_field:event_time"),
+    (event("c4", event_type=...), "missing_field:event_type"),
+    (event("d1", event_time="2026/11/05 10:00:00"), "bad_type:event_time"),
+    (event("d2", event_time="2026-11-05T10:00:00"), "bad_type:event_time"),  # no zone
+    (event("d3", event_time="2026"), "bad_type:event_time"),
+    (event("d4", event_time="2026-13-45T99:00:00Z"), "bad_type:event_time"),
+    (event("d5", event_time=1793786400000), "bad_type:event_time"),
+    (event("d6", user_id=12), "bad_type:user_id"),
+    (event("d7", extra="free text"), "bad_type:extra"),
+    (event("d8", session_id={"id": 1}), "bad_type:session_id"),
+    (event("e1", event_type="share"), "unknown_event_type"),
+    (event("e2", event_type="VIEW"), "unknown_event_type"),
+    # Latest accepted: end of the arrival day + 60 minutes of skew.
+    (event("f1", event_time="2026-11-06T01:00:00.001Z"), "future_timestamp"),
+    # Earliest accepted: the arrival day's start - 30 days.
+    (event("g1", event_time="2026-10-05T23:59:59Z"), "too_old_timestamp"),
+]
+LONG_LINE = '{"event_id":"h1","padding":"' + "x" * 20_000  # unterminated, longer than kept
+
+ACCEPTED = [
+    event("a1", session_id="s1", extra={"price": 9.5, "tags": ["x"]}),
+    # +02:00 makes this 2026-11-04T23:30:00Z: the event date is the UTC one.
+    event("a2", event_time="2026-11-05T01:30:00+02:00", session_id=""),
+    event("a3", event_time="2026-11-03T12:00:00Z"),  # late: two days before arrival
+    event("a4", event_time="2026-11-06T01:00:00Z", extra=None),  # exactly the latest accepted
+    event("a5", event_time="2026-10-06T00:00:00Z"),  # exactly the earliest accepted
+    event("a6", item_id="i2"),
+    event("a6", item_id="i9"),  # same id, different content: the smaller line is kept
+]
+
+
+@pytest.mark.slow
+def test_every_line_goes_to_exactly_one_place(spark: SparkSession, settings: Settings) -> None:
+    write_day(settings, DAY, {
+        "part-a.jsonl": [line for line, _ in REJECTED] + [LONG_LINE] + ACCEPTED + [ACCEPTED[0]],
+        # Another file, gzip, re-sending a1 and carrying one new event.
+        "part-b.jsonl.gz": [ACCEPTED[0], event("a7", event_type="purchase", extra={"price": 3})],
+        "part-c.jsonl": [],  # zero bytes
+        "notes.txt": ["not a log file"],
+        ".part-d.jsonl": [event("z1")],  # hidden: an upload in progress
+    })
+
+    result = ingest_arrival_day(settings, DAY, spark)
+
+    expected_reasons: dict[str, int] = {}
+    for _, reason in REJECTED + [(LONG_LINE, "unparseable")]:
+        expected_reasons[reason] = expected_reasons.get(reason, 0) + 1
+    assert result == {
+        "arrival_date": "2026-11-05",
+        "input_rows": len(REJECTED) + 1 + len(ACCEPTED) + 1 + 2,
+        "written_rows": 7,
+        "quarantined_rows": len(REJECTED) + 1,
+        "duplicate_rows": 3,  # a1 twice, a6 once
+        "quarantine_reasons": dict(sorted(expected_reasons.items())),
+        "event_dates": ["2026-10-06", "2026-11-03", "2026-11-04", "2026-11-05", "2026-11-06"],
+    }
+    on_disk = json.loads((settings.reconciliation_dir / "2026-11-05.json").read_text())
+    assert on_disk == result
+
+    rejected = quarantine(spark, settings, DAY)
+    got = sorted((raw_line, reason) for raw_line, reason, _ in rejected)
+    want = sorted(REJECTED + [(LONG_LINE[:10_000], "unparseable")])
+    assert got == want
+    assert {source for _, _, source in rejected} == {"2026-11-05/part-a.jsonl"}
+
+    rows = {row["event_id"]: row for row in
+            spark.read.schema(LAKE_EVENT_SCHEMA).parquet(str(settings.events_dir)).collect()}
+    assert sorted(rows) == ["a1", "a2", "a3", "a4", "a5", "a6", "a7"]
+    assert rows["a1"]["event_time"] == as_collected(2026, 11, 5, 10, 0, 0, 123000)
+    assert rows["a1"]["session_id"] == "s1"
+    assert json.loads(rows["a1"]["extra"]) == {"price": 9.5, "tags": ["x"]}
+    assert rows["a2"]["session_id"] is None and rows["a2"]["extra"] is None
+    assert rows["a2"]["event_date"] == date(2026, 11, 4)
+    assert rows["a2"]["event_time"] == as_collected(2026, 11, 4, 23, 30)
+    assert rows["a3"]["event_date"] == date(2026, 11, 3)
+    assert rows["a6"]["item_id"] == "i2"
+    assert {row["arrival_date"] for row in rows.values()} == {DAY}
+    # The late event sits in its event date's partition, under this arrival day.
+    assert list((settings.events_dir / "event_date=2026-11-03" / "arrival_date=2026-11-05").glob("*.parquet"))
+
+
+@pytest.mark.slow
+def test_cross_day_duplicates_and_reruns_replace_only_their_own_partitions(
+    spark: SparkSession, settings: Settings
+) -> None:
+    first, second = DAY, DAY + timedelta(days=1)
+    write_day(settings, first, {"events.jsonl": [event("a1"), event("a2", event_time="2026-11-04T09:00:00Z")]})
+    write_day(settings, second, {"events.jsonl.gz": [
+        event("a1"),  # re-sent a day later
+        event("b1", event_time="2026-11-06T08:00:00Z"),
+        event("b2", event_time="2026-11-02T08:00:00Z"),  # late
+    ]})
+
+    assert ingest_arrival_day(settings, first, spark)["written_rows"] == 2
+    result = ingest_arrival_day(settings, second, spark)
+    assert (result["written_rows"], result["duplicate_rows"], result["input_rows"]) == (2, 1, 3)
+    assert result["event_dates"] == ["2026-11-02", "2026-11-06"]
+    lake = lake_rows(spark, settings)
+    assert [row[0] for row in lake] == ["a1", "a2", "b1", "b2"]
+
+    # Re-running either day, in any order, gives the same lake.
+    ingest_arrival_day(settings, first, spark)
+    assert lake_rows(spark, settings) == lake
+    assert ingest_arrival_day(settings, second, spark) == result
+    assert lake_rows(spark, settings) == lake
+
+    # The second day's input changes: its stale sub-partition goes, the first day's stay.
+    write_day(settings, second, {"events.jsonl.gz": [event("b1", event_time="2026-11-06T08:00:00Z")]})
+    assert ingest_arrival_day(settings, second, spark)["event_dates"] == ["2026-11-06"]
+    assert [row[0] for row in lake_rows(spark, settings)] == ["a1", "a2", "b1"]
+    assert not (settings.events_dir / "event_date=2026-11-02").exists()
+    assert (settings.events_dir / "event_date=2026-11-04" / "arrival_date=2026-11-05").is_dir()
+
+
+def test_missing_arrival_folder_raises(settings: Settings) -> None:
+    with pytest.raises(MissingArrivalDay) as caught:
+        ingest_arrival_day(settings, DAY)
+    assert isinstance(caught.value, FileNotFoundError)
+    assert str(settings.raw_dir / "2026-11-05") in str(caught.value)
+
+
+@pytest.mark.slow
+def test_empty_folder_and_empty_files_reconcile_to_zero(spark: SparkSession, settings: Settings) -> None:
+    zero = {"arrival_date": "2026-11-05", "input_rows": 0, "written_rows": 0, "quarantined_rows": 0,
+            "duplicate_rows": 0, "quarantine_reasons": {}, "event_dates": []}
+    (settings.raw_dir / "2026-11-05").mkdir(parents=True)
+    assert ingest_arrival_day(settings, DAY, spark) == zero
+    write_day(settings, DAY, {"a.jsonl": [], "b.jsonl.gz": []})
+    (settings.raw_dir / "2026-11-05" / "c.jsonl.gz").write_bytes(b"")
+    assert ingest_arrival_day(settings, DAY, spark) == zero
+    assert json.loads((settings.reconciliation_dir / "2026-11-05.json").read_text()) == zero
+    assert quarantine(spark, settings, DAY) == []
+
+
+@pytest.mark.slow
+def test_generated_days_reconcile_with_the_generator_summary(spark: SparkSession, settings: Settings) -> None:
+    start = date(2026, 11, 1)
+    summary = generate_logs(settings.raw_dir, start, days=3, n_users=120, n_items=60, seed=4,
+                            defect_rate=0.05, corrupt_dates=[start + timedelta(days=2)])
+    for day in (start + timedelta(days=k) for k in range(3)):
+        planted = summary["days"][day.isoformat()]
+        result = ingest_arrival_day(settings, day, spark)
+        assert result["input_rows"] == planted["lines"]
+        assert result["written_rows"] == planted["events"]
+        assert result["duplicate_rows"] == planted["duplicate_lines"]
+        assert result["quarantine_reasons"] == planted["quarantine_reasons"]
+    events = spark.read.schema(LAKE_EVENT_SCHEMA).parquet(str(settings.events_dir))
+    assert events.count() == summary["events"] == events.select("event_id").distinct().count()
+
+
+@pytest.mark.slow
+def test_cli_ingests_a_range_of_days(
+    spark: SparkSession, settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    for offset in range(2):
+        write_day(settings, DAY + timedelta(days=offset), {"e.jsonl": [event(f"x{offset}")]})
+    monkeypatch.setenv("RECSYS_HOME", str(settings.home))
+    assert main(["--date", "2026-11-05", "--to", "2026-11-06"]) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["arrival_date"], r["written_rows"]) for r in printed] == [("2026-11-05", 1), ("2026-11-06", 1)]
+    # The module's session was running already, so the CLI left it running.
+    assert spark.range(1).count() == 1
+
+
+
+@pytest.mark.slow
+def test_a_truncated_gzip_file_fails_the_day_and_withdraws_its_record(
+    spark: SparkSession, settings: Settings
+) -> None:
+    folder = write_day(settings, DAY, {"events.jsonl.gz": [event(f"t{n}") for n in range(200)]})
+    ingest_arrival_day(settings, DAY, spark)
+    record = settings.reconciliation_dir / "2026-11-05.json"
+    assert record.exists()
+    packed = (folder / "events.jsonl.gz").read_bytes()
+    (folder / "events.jsonl.gz").write_bytes(packed[: len(packed) // 2])
+    # Lines are not skipped silently: the run fails, and the old record no longer vouches for the day.
+    with pytest.raises(Exception, match="(?i)EOF|end of input|corrupt"):
+        ingest_arrival_day(settings, DAY, spark)
+    assert not record.exists()
