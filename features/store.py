@@ -1,0 +1,392 @@
+"""Operations on the Feast repo in this folder: export, apply, materialize and online reads.
+
+Every Feast object is configured from :class:`~pipeline.settings.Settings` through
+:func:`repo_config`, so the online store is SQLite or Redis by setting alone
+(``Settings.feast_online_store``); ``feature_store.yaml`` mirrors the SQLite default for the
+``feast`` CLI. ``.feastignore`` keeps this module out of ``feast apply``'s scan.
+
+Feast, DuckDB and PyArrow are imported inside the functions: importing Feast takes seconds, and
+callers such as DAG parsing or the export step should not pay for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import shlex
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from feast import FeatureStore, RepoConfig
+
+logger = logging.getLogger(__name__)
+
+PROJECT = "recsys"
+REPO_DIR = Path(__file__).resolve().parent
+# Read by data_sources.py (sources are built when it is imported) and by feature_store.yaml.
+FEATURE_DATA_DIR_ENV = "RECSYS_FEATURE_DATA_DIR"
+FEAST_DIR_ENV = "RECSYS_FEAST_DIR"
+USER_FEATURES_FILE = "user_features.parquet"
+ITEM_FEATURES_FILE = "item_features.parquet"
+TIMESTAMP_FIELD = "event_timestamp"
+FEATURE_SERVICE = "recommendation_features"
+USER_JOIN_KEY = "user_id"
+ENTITY_KEY_SERIALIZATION_VERSION = 3
+
+# Imported in this order because each one builds on the objects of the previous ones.
+_DEFINITION_MODULES = (
+    "features.entities",
+    "features.data_sources",
+    "features.feature_views",
+    "features.feature_services",
+)
+
+# Ids and counters are cast in SQL so that whatever integer width dbt produced (SUM gives
+# HUGEINT) lands as the Int64 the feature views declare; rows are sorted so that exporting the
+# same warehouse twice gives the same files.
+_EXPORT_QUERIES = {
+    "user_features": (
+        USER_FEATURES_FILE,
+        """
+        SELECT CAST(user_id AS VARCHAR) AS user_id,
+               CAST(feature_date AS DATE) AS feature_date,
+               event_timestamp,
+               CAST(recent_item_ids AS VARCHAR[]) AS recent_item_ids,
+               CAST(n_events_total AS BIGINT) AS n_events_total,
+               CAST(n_sessions_total AS BIGINT) AS n_sessions_total,
+               CAST(n_purchases_total AS BIGINT) AS n_purchases_total
+        FROM main.user_features
+        ORDER BY user_id, event_timestamp
+        """,
+    ),
+    "item_features": (
+        ITEM_FEATURES_FILE,
+        """
+        SELECT CAST(item_id AS VARCHAR) AS item_id,
+               CAST(feature_date AS DATE) AS feature_date,
+               event_timestamp,
+               CAST(n_events_1d AS BIGINT) AS n_events_1d,
+               CAST(n_events_7d AS BIGINT) AS n_events_7d,
+               CAST(n_users_7d AS BIGINT) AS n_users_7d
+        FROM main.item_features
+        ORDER BY item_id, event_timestamp
+        """,
+    ),
+}
+
+
+# ---------------------------------------------------------------- export
+
+
+def export_feature_data(settings: Settings) -> dict[str, int]:
+    """Copy the warehouse tables ``user_features`` and ``item_features`` to Parquet.
+
+    The files land in ``settings.feature_data_dir`` with ``event_timestamp`` as a UTC timestamp.
+    Each file is replaced atomically, so a concurrent reader (materialization, training) sees
+    either the previous export or this one. Returns the row count per table.
+    """
+    import duckdb
+    import pyarrow.parquet as pq
+
+    if not settings.warehouse_path.is_file():
+        raise FileNotFoundError(f"warehouse not found: {settings.warehouse_path} (run dbt first)")
+    out_dir = settings.feature_data_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    counts: dict[str, int] = {}
+    # Read-only: the export must never change the warehouse, and DuckDB lets several read-only
+    # processes (this export, the quality gate) open the file at once.
+    with contextlib.closing(duckdb.connect(str(settings.warehouse_path), read_only=True)) as con:
+        for table_name, (file_name, query) in _EXPORT_QUERIES.items():
+            table = con.sql(query).to_arrow_table()
+            table = _with_utc_timestamp(table)
+            target = out_dir / file_name
+            tmp = target.with_name(f".{file_name}.{os.getpid()}.tmp")
+            try:
+                pq.write_table(table, tmp)
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+            counts[table_name] = table.num_rows
+            logger.info("exported %s: %d rows -> %s", table_name, table.num_rows, target)
+    return counts
+
+
+def _with_utc_timestamp(table: Any) -> Any:
+    """Return ``table`` with ``event_timestamp`` as ``timestamp[us, UTC]`` and plain list fields.
+
+    The lake and the marts keep UTC; a naive warehouse timestamp is therefore read as UTC and a
+    zoned one converted, so Feast's point-in-time joins compare instants, not wall clocks.
+    """
+    import pyarrow as pa
+
+    fields = []
+    for field in table.schema:
+        if field.name == TIMESTAMP_FIELD:
+            if not pa.types.is_timestamp(field.type):
+                raise TypeError(f"{TIMESTAMP_FIELD} must be a timestamp, got {field.type}")
+            fields.append(pa.field(field.name, pa.timestamp("us", tz="UTC")))
+        elif pa.types.is_list(field.type):
+            # DuckDB names the list child after the column; Arrow's default `item` keeps the
+            # file schema independent of the SQL alias.
+            fields.append(pa.field(field.name, pa.list_(field.type.value_type)))
+        else:
+            fields.append(field)
+    return table.cast(pa.schema(fields))
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def repo_config(settings: Settings, *, project: str = PROJECT) -> RepoConfig:
+    """The Feast configuration for ``settings``: the single place the online store is chosen."""
+    from feast import RepoConfig
+
+    if settings.feast_online_store == "sqlite":
+        online_store: dict[str, Any] = {
+            "type": "sqlite",
+            "path": str(settings.feast_dir / "online_store.db"),
+        }
+    elif settings.feast_online_store == "redis":
+        online_store = {"type": "redis", "connection_string": settings.redis_connection_string}
+    else:
+        raise ValueError(
+            f"feast_online_store must be 'sqlite' or 'redis', got {settings.feast_online_store!r}"
+        )
+    return RepoConfig(
+        project=project,
+        provider="local",
+        registry=str(settings.feast_dir / "registry.db"),
+        offline_store={"type": "file"},
+        online_store=online_store,
+        entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION,
+        repo_path=REPO_DIR,
+    )
+
+
+def feature_store(settings: Settings, *, project: str = PROJECT) -> FeatureStore:
+    """A FeatureStore on ``settings``' registry and online store.
+
+    Building one reads the registry; long-lived callers (serving) build it once and pass it to
+    :func:`read_user_features`. ``project`` exists so that tests sharing one Redis stay apart.
+    """
+    from feast import FeatureStore
+
+    settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    return FeatureStore(repo_path=str(REPO_DIR), config=repo_config(settings, project=project))
+
+
+def feast_cli_env(settings: Settings) -> dict[str, str]:
+    """Environment variables feature_store.yaml and data_sources.py need for the ``feast`` CLI."""
+    return {
+        FEAST_DIR_ENV: str(settings.feast_dir),
+        FEATURE_DATA_DIR_ENV: str(settings.feature_data_dir),
+    }
+
+
+# ---------------------------------------------------------------- apply
+
+
+@contextlib.contextmanager
+def _feature_data_dir_env(path: Path) -> Iterator[None]:
+    # Restored afterwards so that one call's directory does not leak into later imports.
+    previous = os.environ.get(FEATURE_DATA_DIR_ENV)
+    os.environ[FEATURE_DATA_DIR_ENV] = str(path)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(FEATURE_DATA_DIR_ENV, None)
+        else:
+            os.environ[FEATURE_DATA_DIR_ENV] = previous
+
+
+def _load_definitions(feature_data_dir: Path) -> list[Any]:
+    """Import the definition modules with their sources pointing into ``feature_data_dir``.
+
+    Not thread-safe: it sets a process environment variable and re-executes modules.
+    """
+    modules = []
+    with _feature_data_dir_env(feature_data_dir):
+        for name in _DEFINITION_MODULES:
+            if name in sys.modules:
+                # The sources captured the directory of the first import; a call for other
+                # Settings (another home) must rebuild them and everything built on them.
+                modules.append(importlib.reload(sys.modules[name]))
+            else:
+                modules.append(importlib.import_module(name))
+    return modules
+
+
+def _repo_contents(modules: list[Any], project: str) -> Any:
+    """The definitions as Feast's RepoContents, collected like ``feast apply`` collects them."""
+    from feast import Entity, FeatureService, FeatureView
+    from feast.data_source import DataSource
+    from feast.feature_view import DUMMY_ENTITY
+    from feast.project import Project
+    from feast.repo_contents import RepoContents
+
+    found: dict[type, list[Any]] = {Entity: [], DataSource: [], FeatureView: [], FeatureService: []}
+    for module in modules:
+        for obj in vars(module).values():
+            for kind, objects in found.items():
+                # Identity, as in Feast's parse_repo: an object re-exported by another module
+                # is the same definition, two equal objects are two definitions.
+                if isinstance(obj, kind) and not any(obj is seen for seen in objects):
+                    objects.append(obj)
+    return RepoContents(
+        projects=[Project(name=project)],
+        data_sources=found[DataSource],
+        feature_views=found[FeatureView],
+        on_demand_feature_views=[],
+        stream_feature_views=[],
+        label_views=[],
+        entities=[*found[Entity], DUMMY_ENTITY],
+        feature_services=found[FeatureService],
+        permissions=[],
+    )
+
+
+def apply_feature_repo(settings: Settings, *, project: str = PROJECT) -> list[str]:
+    """Register the repo's definitions, as ``feast apply`` does; idempotent.
+
+    Runs the CLI's own apply step on the definitions imported from this package, so registry
+    diffs, deletions of objects no longer defined (with their online tables) and infrastructure
+    updates are exactly the CLI's. Returns the registered objects as ``"<kind>:<name>"``, sorted.
+    """
+    from feast.feature_view import DUMMY_ENTITY_NAME
+    from feast.repo_operations import apply_total_with_repo_instance
+
+    repo = _repo_contents(_load_definitions(settings.feature_data_dir), project)
+    store = feature_store(settings, project=project)
+    apply_total_with_repo_instance(
+        store, project, store.registry, repo, skip_source_validation=False
+    )
+
+    registered = (
+        [f"data_source:{o.name}" for o in repo.data_sources]
+        + [f"entity:{o.name}" for o in repo.entities if o.name != DUMMY_ENTITY_NAME]
+        + [f"feature_view:{o.name}" for o in repo.feature_views]
+        + [f"feature_service:{o.name}" for o in repo.feature_services]
+    )
+    return sorted(registered)
+
+
+# ---------------------------------------------------------------- materialize
+
+
+def materialize(
+    settings: Settings, start: datetime, end: datetime, *, project: str = PROJECT
+) -> dict[str, Any]:
+    """Load every feature view's latest row per entity within ``[start, end)`` online.
+
+    An explicit interval rather than ``materialize_incremental``: the incremental watermark is
+    reset by ``feast apply`` (feast-dev/feast#2905), while the nightly run knows its interval.
+    Returns ``{"start", "end", "online_store", "feature_views": {name: {"rows", "entities"}}}``
+    where ``rows`` are the source rows in the interval and ``entities`` the keys written.
+    """
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("start and end must be timezone-aware (the data is in UTC)")
+    if start >= end:
+        raise ValueError(f"empty interval: start {start} is not before end {end}")
+
+    store = feature_store(settings, project=project)
+    views = store.list_feature_views()
+    if not views:
+        raise RuntimeError(f"no feature views in project {project}: apply the repo first")
+    names = sorted(view.name for view in views)
+    # The file offline store filters on both ends inclusively; one microsecond (the Parquet
+    # timestamp resolution) less makes the interval half-open, so consecutive runs never share
+    # a boundary row.
+    store.materialize(
+        start_date=start, end_date=end - timedelta(microseconds=1), feature_views=names
+    )
+
+    summary = {view.name: _interval_stats(view, start, end) for view in views}
+    return {
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "online_store": store.config.online_store.type,
+        "feature_views": dict(sorted(summary.items())),
+    }
+
+
+def _interval_stats(view: Any, start: datetime, end: datetime) -> dict[str, int]:
+    """Source rows of ``view`` in ``[start, end)`` and the distinct entities among them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from feast import FileSource
+
+    source = view.batch_source
+    if not isinstance(source, FileSource):
+        raise TypeError(f"{view.name}: expected a FileSource, got {type(source).__name__}")
+    join_keys = [column.name for column in view.entity_columns]
+    table = pq.read_table(source.path, columns=[*join_keys, TIMESTAMP_FIELD])
+    ts = table.column(TIMESTAMP_FIELD)
+    in_interval = pc.and_(
+        pc.greater_equal(ts, pa.scalar(start, type=ts.type)),
+        pc.less(ts, pa.scalar(end, type=ts.type)),
+    )
+    rows = table.filter(in_interval)
+    entities = rows.group_by(join_keys).aggregate([]).num_rows if rows.num_rows else 0
+    return {"rows": rows.num_rows, "entities": entities}
+
+
+# ---------------------------------------------------------------- online reads
+
+
+def read_user_features(
+    settings_or_store: Settings | FeatureStore,
+    user_ids: list[str],
+    *,
+    project: str = PROJECT,
+) -> dict[str, dict[str, Any] | None]:
+    """Online features of the ``recommendation_features`` service for each user.
+
+    Pass a FeatureStore built once with :func:`feature_store` on a request path; a Settings
+    builds a new one per call. A user without any feature online maps to ``None``, so the
+    caller can fall back to popular items. ``project`` only applies to a Settings.
+    """
+    if isinstance(settings_or_store, Settings):
+        store = feature_store(settings_or_store, project=project)
+    else:
+        store = settings_or_store
+    unique_ids = list(dict.fromkeys(user_ids))
+    if not unique_ids:
+        return {}
+
+    service = store.get_feature_service(FEATURE_SERVICE, allow_cache=True)
+    response = store.get_online_features(
+        features=service,
+        entity_rows=[{USER_JOIN_KEY: user_id} for user_id in unique_ids],
+    ).to_dict()
+    feature_names = [name for name in response if name != USER_JOIN_KEY]
+
+    result: dict[str, dict[str, Any] | None] = {}
+    for i, user_id in enumerate(response[USER_JOIN_KEY]):
+        values = {name: response[name][i] for name in feature_names}
+        result[user_id] = values if any(v is not None for v in values.values()) else None
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m features.store env``: print the CLI's environment as shell exports."""
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["env"]:
+        print("usage: python -m features.store env", file=sys.stderr)
+        return 2
+    for name, value in feast_cli_env(Settings.from_env()).items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
