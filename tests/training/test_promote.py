@@ -1,0 +1,166 @@
+"""Champion / challenger through a real MLflow registry (SQLite under tmp_path)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from training.data import load_split
+from training.evaluate import left_pad
+from training.promote import PromotionDecision, apply_decision, decide_promotion
+from training.recommender import load_champion, load_recommender
+from training.train import main as train_cli
+from training.train import mlflow_client, train_and_log
+
+
+def _good(settings, run_date, tiny_sasrec):
+    return train_and_log(settings, run_date, "sasrec", epochs=8, lr=3e-3, model_config=tiny_sasrec)
+
+
+def _weak(settings, run_date, tiny_sasrec):
+    # One epoch at a tiny learning rate: barely moved from its random initialisation.
+    return train_and_log(settings, run_date, "sasrec", epochs=1, lr=1e-6, model_config=tiny_sasrec)
+
+
+def _checks(decision: PromotionDecision) -> dict[str, bool]:
+    return {c["name"]: c["passed"] for c in decision.checks}
+
+
+def _champion_version(settings) -> str | None:
+    loaded = load_champion(settings)
+    return None if loaded is None else loaded[1]
+
+
+@pytest.fixture
+def ring_two_nights(settings, synth):
+    synth.write(settings.warehouse_path, synth.ring_rows())
+    return settings
+
+
+def test_first_candidate_is_logged_registered_and_promoted(ring_two_nights, synth, tiny_sasrec):
+    settings = ring_two_nights
+    assert settings.mlflow_uri.startswith("sqlite:///") and str(settings.home) in settings.mlflow_uri
+    assert load_champion(settings) is None
+
+    candidate = _good(settings, synth.DAY1, tiny_sasrec)
+    assert json.loads(json.dumps(candidate)) == candidate  # an XCom-safe summary
+    assert candidate["model_version"] == "1"
+    assert candidate["metrics"]["ndcg_at_10"] > candidate["baseline_metrics"]["ndcg_at_10"]
+
+    client = mlflow_client(settings)
+    run = client.get_run(candidate["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["popularity_ndcg_at_10"] == candidate["baseline_metrics"]["ndcg_at_10"]
+    assert run.data.params["model.d_model"] == "32"
+    assert len(client.get_metric_history(candidate["run_id"], "train_loss")) == candidate["epochs_run"]
+    curve = client.get_metric_history(candidate["run_id"], "epoch_val_ndcg_at_10")
+    assert len(curve) == candidate["epochs_run"]
+    # The run's headline validation metric is the selected (best) epoch's, not the last one's.
+    assert run.data.metrics["val_ndcg_at_10"] == max(m.value for m in curve)
+    assert run.data.metrics["val_ndcg_at_10"] == candidate["val_metrics"]["ndcg_at_10"]
+    assert [a.path for a in client.list_artifacts(candidate["run_id"], "checkpoint")] == [
+        "checkpoint/checkpoint.pt"]
+    assert run.info.artifact_uri.startswith(settings.mlflow_artifact_root.as_uri())
+    version = client.get_model_version(settings.registered_model_name, "1")
+    assert version.run_id == candidate["run_id"] and version.source.endswith("/checkpoint")
+
+    decision = decide_promotion(settings, synth.DAY1, candidate, gate_passed=True)
+    assert decision.promote, decision.checks
+    assert _checks(decision) == {"quality_gate_passed": True, "metrics_finite": True,
+                                 "beats_popularity": True, "not_worse_than_champion": True}
+    assert decision.champion_version is None
+    # The DAG passes the decision through XCom as a dict and rebuilds it.
+    record = apply_decision(settings, PromotionDecision(**json.loads(json.dumps(asdict(decision)))))
+    assert record["champion_version_after"] == "1"
+
+    champion, version_id = load_champion(settings)
+    assert version_id == "1" and champion.model_name == "sasrec"
+    # The registry's copy scores exactly like the local checkpoint.
+    local = load_recommender(candidate["checkpoint_path"])
+    x = left_pad([[1, 2, 3], [4]])  # [2, 3]
+    assert torch.equal(champion.score(x), local.score(x))
+    saved = json.loads((settings.decisions_dir / "2026-11-10.json").read_text())
+    assert saved["promote"] is True and saved["candidate_version"] == "1"
+    tags = client.get_model_version(settings.registered_model_name, "1").tags
+    assert tags["decision"] == "promoted" and tags["reasons"] == "all checks passed"
+
+
+def test_worse_candidate_is_refused_and_the_champion_stays(ring_two_nights, synth, tiny_sasrec):
+    settings = ring_two_nights
+    champion = _good(settings, synth.DAY1, tiny_sasrec)
+    apply_decision(settings, decide_promotion(settings, synth.DAY1, champion, gate_passed=True))
+    assert _champion_version(settings) == champion["model_version"]
+
+    # The next night: new data, a new test window, a much worse candidate.
+    candidate = _weak(settings, synth.DAY2, tiny_sasrec)
+    assert candidate["split"]["test_start"] != champion["split"]["test_start"]
+    decision = decide_promotion(settings, synth.DAY2, candidate, gate_passed=True)
+    assert not decision.promote
+    assert _checks(decision)["not_worse_than_champion"] is False
+    assert decision.champion_version == champion["model_version"]
+
+    # The champion was re-scored on the NEW test window, not given its old score.
+    new_split = load_split(settings, as_of=synth.DAY2)
+    rescored = load_recommender(champion["checkpoint_path"]).evaluate(new_split.test_examples)
+    assert decision.metrics["champion_rescored"] == rescored
+    assert rescored["n_examples"] == candidate["n_test_examples"] != champion["n_test_examples"]
+
+    record = apply_decision(settings, decision)
+    assert record["promote"] is False and "not_worse_than_champion" in record["failed_checks"]
+    assert _champion_version(settings) == champion["model_version"]
+    tags = mlflow_client(settings).get_model_version(
+        settings.registered_model_name, candidate["model_version"]).tags
+    assert tags["decision"] == "rejected" and "not_worse_than_champion" in tags["reasons"]
+    saved = json.loads((settings.decisions_dir / "2026-11-11.json").read_text())
+    assert saved["champion_version_after"] == champion["model_version"]
+
+
+def test_better_candidate_is_promoted(ring_two_nights, synth, tiny_sasrec):
+    settings = ring_two_nights
+    old = _weak(settings, synth.DAY1, tiny_sasrec)
+    # An old champion placed directly (as if promoted under older rules).
+    mlflow_client(settings).set_registered_model_alias(
+        settings.registered_model_name, settings.champion_alias, old["model_version"])
+
+    candidate = _good(settings, synth.DAY2, tiny_sasrec)
+    decision = decide_promotion(settings, synth.DAY2, candidate, gate_passed=True)
+    assert decision.promote, decision.checks
+    assert decision.champion_version == old["model_version"]
+    champion_score = decision.metrics["champion_rescored"]["ndcg_at_10"]
+    assert candidate["metrics"]["ndcg_at_10"] > champion_score
+    apply_decision(settings, decision)
+    assert _champion_version(settings) == candidate["model_version"]
+
+
+def test_gate_failure_or_nan_metrics_refuse(ring_two_nights, synth, tiny_sasrec):
+    settings = ring_two_nights
+    candidate = _good(settings, synth.DAY1, tiny_sasrec)
+
+    gate_failed = decide_promotion(settings, synth.DAY1, candidate, gate_passed=False)
+    assert not gate_failed.promote
+    assert [c["name"] for c in gate_failed.checks if not c["passed"]] == ["quality_gate_passed"]
+    record = apply_decision(settings, gate_failed)
+    assert record["champion_version_after"] is None
+    assert load_champion(settings) is None  # nothing was promoted
+
+    broken = candidate | {"metrics": candidate["metrics"] | {"ndcg_at_10": math.nan}}
+    nan_decision = decide_promotion(settings, synth.DAY1, broken, gate_passed=True)
+    assert not nan_decision.promote
+    failed = {c["name"] for c in nan_decision.checks if not c["passed"]}
+    assert {"metrics_finite", "beats_popularity"} <= failed
+    apply_decision(settings, nan_decision)
+    assert load_champion(settings) is None
+
+
+def test_cli_trains_and_registers(ring_two_nights, synth, monkeypatch, capsys):
+    settings = ring_two_nights
+    monkeypatch.setenv("RECSYS_HOME", str(settings.home))
+    monkeypatch.setenv("RECSYS_MAX_SEQUENCE_LENGTH", "20")
+    train_cli(["--date", synth.DAY1.isoformat(), "--model", "popularity", "--epochs", "1"])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["model_name"] == "popularity" and summary["model_version"] == "1"
+    assert summary["metrics"] == summary["baseline_metrics"]

@@ -1,0 +1,38 @@
+"""One file per architecture; this registry is how the loop, checkpoints and the recommender
+find a model's config dataclass and module class from its ``model_name``."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from training.models.baselines import PopularityConfig, PopularityModel
+from training.models.sasrec import SASRec, SASRecConfig
+
+MODELS: dict[str, tuple[type, type]] = {
+    "sasrec": (SASRecConfig, SASRec),
+    "popularity": (PopularityConfig, PopularityModel),
+}
+
+
+def model_classes(model_name: str) -> tuple[type, type]:
+    try:
+        return MODELS[model_name]
+    except KeyError:
+        raise ValueError(f"unknown model {model_name!r}; known: {sorted(MODELS)}") from None
+
+
+def make_config(model_name: str, **values: Any):
+    """The model's config dataclass from ``values``, ignoring keys it has no field for (so a
+    caller can pass the shared ``n_items`` / ``max_len`` to any architecture)."""
+    config_cls, _ = model_classes(model_name)
+    names = {f.name for f in fields(config_cls)}
+    unknown = set(values) - names - {"n_items", "max_len"}
+    if unknown:
+        raise ValueError(f"{model_name} config has no fields {sorted(unknown)}")
+    return config_cls(**{k: v for k, v in values.items() if k in names})
+
+
+def build_model(model_name: str, config):
+    _, model_cls = model_classes(model_name)
+    return model_cls(config)

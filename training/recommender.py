@@ -1,0 +1,125 @@
+"""Any checkpoint -> an object that recommends items from a user's recent item ids.
+
+Serving, the demo and the promotion step (which re-scores the champion) all go through here, so
+a model is always fed the same way it was trained: consecutive duplicates collapsed, items
+unknown to its vocabulary dropped, the last ``max_len`` items, left-padded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from pipeline.settings import Settings
+from training.data import EvalExample, ItemVocabulary
+from training.evaluate import evaluate_examples
+from training.models import build_model, make_config
+
+
+class Recommender:
+    def __init__(self, checkpoint: dict[str, Any], device: torch.device | str = "cpu"):
+        self.model_name: str = checkpoint["model_name"]
+        self.config = make_config(self.model_name, **checkpoint["config"])
+        self.vocab = ItemVocabulary(checkpoint["item_ids"])
+        self.popular_item_ids: list[str] = list(checkpoint["popular_item_ids"])
+        self.popular_item_counts: list[int] = list(checkpoint.get("popular_item_counts", []))
+        self.max_len: int = int(checkpoint["config"].get("max_len") or checkpoint["split"]["max_sequence_length"])
+        self.metadata = {k: checkpoint.get(k) for k in ("metrics", "split", "train", "best_epoch")}
+        self.device = torch.device(device)
+        self.model = build_model(self.model_name, self.config)
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.to(self.device).eval()
+
+    @property
+    def item_ids(self) -> list[str]:
+        return self.vocab.item_ids
+
+    def encode_history(self, recent_item_ids: Iterable[str]) -> list[int]:
+        """The model's input indices for a raw history (time order, most recent last)."""
+        collapsed: list[str] = []
+        for item in recent_item_ids:
+            if not collapsed or collapsed[-1] != item:
+                collapsed.append(item)
+        return self.vocab.encode(collapsed)[-self.max_len:]
+
+    @torch.no_grad()
+    def score(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``input_ids [B, L]`` (left-padded indices) -> ``[B, N + 1]`` scores, fp32 or fp64."""
+        return self.model.score_last(input_ids.to(self.device))  # [B, N + 1]
+
+    def recommend(
+        self, recent_item_ids: Sequence[str], k: int = 10, exclude: Iterable[str] = ()
+    ) -> list[tuple[str, float]]:
+        """Top ``k`` (item_id, score), best first; never an item of the history or ``exclude``.
+
+        A history with no known item (all ids unknown to this model) gets the training-period
+        most-popular items, scored by their training-period interaction counts.
+        """
+        if k <= 0:
+            return []
+        excluded = set(exclude) | set(recent_item_ids)
+        encoded = self.encode_history(recent_item_ids)
+        if not encoded:
+            counts = self.popular_item_counts or [0] * len(self.popular_item_ids)
+            ranked = [(i, float(c)) for i, c in zip(self.popular_item_ids, counts) if i not in excluded]
+            return ranked[:k]
+        x = torch.tensor([encoded], dtype=torch.long)  # [1, L]
+        scores = self.score(x)[0].double().cpu()  # [N + 1]
+        scores[0] = float("-inf")
+        excluded_idx = [self.vocab.index(i) for i in excluded if i in self.vocab]
+        if excluded_idx:
+            scores[torch.tensor(excluded_idx, dtype=torch.long)] = float("-inf")
+        top_scores, top_idx = scores.topk(min(k, scores.numel()))  # [k], [k]
+        return [
+            (self.vocab.item(int(i)), float(s))
+            for s, i in zip(top_scores.tolist(), top_idx.tolist())
+            if s != float("-inf")
+        ]
+
+    def evaluate(self, examples: Sequence[EvalExample], k: int = 10, batch_size: int = 256) -> dict[str, float]:
+        """Metrics on raw examples, encoded with this model's own vocabulary (so a champion
+        trained on an older catalog is scored fairly on a newer test window)."""
+        return evaluate_examples(
+            self.score, examples, self.vocab, self.max_len, k=k, batch_size=batch_size, device=self.device
+        )
+
+
+def load_checkpoint(checkpoint_path: str | Path) -> dict[str, Any]:
+    # weights_only: a checkpoint is tensors and plain containers; never unpickle arbitrary code.
+    return torch.load(Path(checkpoint_path), map_location="cpu", weights_only=True)
+
+
+def load_recommender(checkpoint_path: str | Path, device: torch.device | str = "cpu") -> Recommender:
+    return Recommender(load_checkpoint(checkpoint_path), device=device)
+
+
+def load_champion(settings: Settings) -> tuple[Recommender, str] | None:
+    """The registry's ``champion`` version as a Recommender, or None when there is none yet."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    from training.train import CHECKPOINT_FILE, mlflow_client
+
+    client = mlflow_client(settings)
+    name, alias = settings.registered_model_name, settings.champion_alias
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+    # Resolve once and download that version's files: the alias may move between two calls, and
+    # the version reported must be the one loaded. MLflow resolves ``models:/`` URIs through the
+    # process-global registry URI (``mlflow.get_registry_uri()``) whatever ``registry_uri`` is
+    # passed, so the version's download URI is resolved with this settings' client instead: the
+    # same lookup ``models:/<name>@<alias>`` does, without touching global state.
+    source = client.get_model_version_download_uri(name, version.version)
+    dst = settings.models_dir / "registry" / name / str(version.version)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=source, dst_path=str(dst), tracking_uri=settings.mlflow_uri
+    )
+    path = Path(local)
+    checkpoint = path / CHECKPOINT_FILE if path.is_dir() else path
+    return load_recommender(checkpoint), str(version.version)
