@@ -35,5 +35,7 @@ def spark_session(settings: Settings) -> SparkSession:
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
         .config("spark.sql.shuffle.partitions", str(SHUFFLE_PARTITIONS))
         .config("spark.ui.enabled", "false")
+        # Progress bars interleave with the task logs Airflow keeps; the job logs its own counts.
+        .config("spark.ui.showConsoleProgress", "false")
         .getOrCreate()
     )

@@ -1,0 +1,44 @@
+# The commands the README shows. Everything runs from the project's own virtualenv (.venv),
+# built from the committed lock file on first use.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-from-lock
+
+.PHONY: demo test test-fast api airflow-ui feast-ui lock clean
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (and Java 17 for Spark)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+## The whole nightly loop on generated logs, embedded defaults (Spark local, DuckDB, SQLite, MLflow files)
+demo: $(STAMP)
+	$(BIN)/python -m pipeline.demo
+
+## The test suite (what CI runs)
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+## Unit tests only (skips Spark, dbt and the end-to-end DAG run)
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow"
+
+## The recommendation API on http://127.0.0.1:8000 (docs at /docs)
+api: $(STAMP)
+	$(BIN)/uvicorn serving.app:app --host 127.0.0.1 --port 8000
+
+## Airflow UI on http://localhost:8080 (login printed by standalone), same metadata as the demo
+airflow-ui: $(STAMP)
+	$(BIN)/python -m pipeline.airflow_env $(BIN)/airflow standalone
+
+## Regenerate requirements.lock from requirements.in (keeps torch without the local +cpu label)
+lock:
+	rm -rf /tmp/recsys-lock && $(PYTHON) -m venv /tmp/recsys-lock
+	/tmp/recsys-lock/bin/pip install --quiet -r requirements.in
+	/tmp/recsys-lock/bin/pip freeze | sed 's/+cpu$$//' > requirements.lock
+
+clean:
+	rm -rf .recsys

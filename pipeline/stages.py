@@ -1,0 +1,99 @@
+"""The nightly pipeline's stages, one function each, callable without a scheduler.
+
+Each stage takes the typed :class:`~pipeline.settings.Settings` and the run's date, does its work
+on the real tool (Spark, dbt, Great Expectations, Feast, PyTorch, MLflow) and returns a small
+JSON-serialisable summary, which Airflow keeps as the task's XCom. Every stage is idempotent for
+its date: re-running it rewrites the same outputs.
+
+Heavy libraries are imported inside the functions: the DAG file imports this module at every
+parse, and feast / great_expectations / torch cost seconds each to import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# The online store is refreshed with every feature row of this window ending at the run's date,
+# so a fresh online store (first run, a new Redis) gets the full state, and re-running a past
+# date rewrites the same rows. It matches the user feature views' TTL.
+FEATURE_MATERIALIZATION_DAYS = 90
+
+
+def day_bounds(run_date: date) -> tuple[datetime, datetime]:
+    """The run's data interval: the whole UTC day ``[run_date, run_date + 1 day)``."""
+    start = datetime.combine(run_date, time.min, tzinfo=timezone.utc)
+    return start, start + timedelta(days=1)
+
+
+def ingest_events(settings: Settings, run_date: date) -> dict[str, Any]:
+    """Spark: the arrival day's raw logs -> lake partitions, quarantine and a reconciliation."""
+    from ingest.ingest_day import ingest_arrival_day
+    from ingest.spark import spark_session
+
+    reconciliation = ingest_arrival_day(settings, run_date, spark=spark_session(settings))
+    log.info("ingested %s: %s", run_date, reconciliation)
+    return reconciliation
+
+
+def build_sessions(settings: Settings, run_date: date) -> dict[str, Any]:
+    """dbt: lake -> staging -> sessionized events -> session tables, sequences, feature tables."""
+    from pipeline.session_tables import build_session_tables
+
+    summary = build_session_tables(settings)
+    log.info("session tables for %s: %s", run_date, summary)
+    return summary
+
+
+def check_quality(settings: Settings, run_date: date) -> dict[str, Any]:
+    """Great Expectations: validate the day's events and the session tables; raise to stop."""
+    from quality.gate import enforce, run_quality_gate
+
+    verdict = run_quality_gate(settings, run_date)
+    enforce(verdict)  # raises QualityGateFailed: nothing downstream runs
+    return dataclasses.asdict(verdict) | {"run_date": run_date.isoformat()}
+
+
+def materialize_features(settings: Settings, run_date: date) -> dict[str, Any]:
+    """Feast: export the feature tables, register the repo, load the online store for the date."""
+    from features.store import apply_feature_repo, export_feature_data, materialize
+
+    rows = export_feature_data(settings)
+    apply_feature_repo(settings)
+    _, end = day_bounds(run_date)
+    start = end - timedelta(days=FEATURE_MATERIALIZATION_DAYS)
+    summary = materialize(settings, start, end)
+    return {"exported_rows": rows, "interval": [start.isoformat(), end.isoformat()], **summary}
+
+
+def train_candidate(settings: Settings, run_date: date, model_name: str, epochs: int) -> dict[str, Any]:
+    """PyTorch + MLflow: train the candidate and the popularity baseline, register the candidate."""
+    from training.train import train_and_log
+
+    return train_and_log(settings, run_date, model_name=model_name, epochs=epochs)
+
+
+def evaluate_candidate(settings: Settings, run_date: date, candidate: dict[str, Any]) -> dict[str, Any]:
+    """Champion vs challenger on the same fresh held-out window; every rule is a named check."""
+    from quality.gate import load_verdict
+    from training.promote import decide_promotion
+
+    # The gate task already stopped the run when it failed; reading its recorded verdict again
+    # keeps promotion safe even when this stage is called on its own.
+    verdict = load_verdict(settings, run_date)
+    gate_passed = verdict is not None and verdict.passed
+    decision = decide_promotion(settings, run_date, candidate, gate_passed=gate_passed)
+    return dataclasses.asdict(decision)
+
+
+def promote_candidate(settings: Settings, run_date: date, decision: dict[str, Any]) -> dict[str, Any]:
+    """MLflow registry: move the champion alias when every check passed; record the decision."""
+    from training.promote import PromotionDecision, apply_decision
+
+    return apply_decision(settings, PromotionDecision(**decision))

@@ -1,0 +1,1 @@
+"""FastAPI recommendation service: Feast online features + the MLflow champion."""
