@@ -34,8 +34,9 @@ def shared_data() -> Path:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    # Stop the JVM while pytest's streams are open; left to interpreter exit, py4j logs into a
-    # closed stream.
+    # Stop the JVM while pytest's streams are open; py4j's connection objects are collected at
+    # interpreter exit and log an INFO goodbye into streams that are closed by then.
+    import logging
     import sys
 
     if "pyspark" in sys.modules:
@@ -44,3 +45,4 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         active = SparkSession.getActiveSession()
         if active is not None:
             active.stop()
+        logging.getLogger("py4j").setLevel(logging.WARNING)
