@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -157,6 +157,15 @@ def apply_decision(settings: Settings, decision: PromotionDecision) -> dict[str,
 
     client = mlflow_client(settings)
     name = settings.registered_model_name
+    # A decision is only valid against the champion it was measured against: re-running this
+    # step alone for an old date (cleared in the Airflow UI) after a newer promotion must not
+    # move the alias back to an older candidate.
+    current = _alias_version(client, name, settings.champion_alias)
+    unchanged = current == decision.champion_version or current == decision.candidate_version
+    decision = replace(decision, checks=[*decision.checks, _check(
+        "champion_unchanged_since_evaluation", unchanged,
+        f"champion at evaluation v{decision.champion_version}, now v{current}",
+    )])
     promote = decision.promote and all(c["passed"] for c in decision.checks)
     if promote:
         client.set_registered_model_alias(name, settings.champion_alias, decision.candidate_version)

@@ -136,6 +136,23 @@ def test_better_candidate_is_promoted(ring_two_nights, synth, tiny_sasrec):
     assert _champion_version(settings) == candidate["model_version"]
 
 
+def test_a_stale_decision_cannot_move_the_champion_back(ring_two_nights, synth, tiny_sasrec):
+    # Night 1 decides to promote v1 but its promote step is only re-run after night 2 promoted
+    # v2 (a task cleared in the Airflow UI): applying the old decision must not roll back.
+    settings = ring_two_nights
+    first = _good(settings, synth.DAY1, tiny_sasrec)
+    stale = decide_promotion(settings, synth.DAY1, first, gate_passed=True)
+    assert stale.promote
+    second = _good(settings, synth.DAY2, tiny_sasrec)
+    apply_decision(settings, decide_promotion(settings, synth.DAY2, second, gate_passed=True))
+    assert _champion_version(settings) == second["model_version"]
+
+    record = apply_decision(settings, stale)
+    assert record["promote"] is False
+    assert "champion_unchanged_since_evaluation" in record["failed_checks"]
+    assert _champion_version(settings) == second["model_version"]
+
+
 def test_gate_failure_or_nan_metrics_refuse(ring_two_nights, synth, tiny_sasrec):
     settings = ring_two_nights
     candidate = _good(settings, synth.DAY1, tiny_sasrec)
