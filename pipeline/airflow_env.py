@@ -8,6 +8,8 @@ never set by importing this module.
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 from pipeline.settings import REPO_ROOT, Settings
 
@@ -22,9 +24,11 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             # The default of 32 starts 32 worker processes; these machines have 2 cores.
             "AIRFLOW__CORE__PARALLELISM": "2",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "RECSYS_HOME": str(settings.home),
             "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p),
+            # `airflow standalone` starts its components as `airflow ...` from PATH: use this
+            # environment's executables even when the virtualenv is not activated.
+            "PATH": os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH", "")) if p),
         }
     )
     env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{home / 'airflow.db'}")
@@ -33,8 +37,6 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m pipeline.airflow_env airflow standalone``: run a command with this environment."""
-    import sys
-
     args = sys.argv[1:] if argv is None else argv
     if not args:
         raise SystemExit("usage: python -m pipeline.airflow_env COMMAND [ARGS...]")
