@@ -1,0 +1,58 @@
+"""Command line: import a public data set into the raw folder.
+
+    python -m ingest.importers FORMAT SOURCE [--out RAW_DIR] [--limit N] [--start-date YYYY-MM-DD]
+
+Prints the summary as JSON on stdout and the arrival days written on stderr, with the ingestion
+command for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date
+from pathlib import Path
+
+from ingest.importers import IMPORTERS, SourceFormatError, import_log
+from pipeline.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    formats = "\n".join(f"  {name:<13} {importer.description}" for name, importer in sorted(IMPORTERS.items()))
+    parser = argparse.ArgumentParser(
+        prog="python -m ingest.importers",
+        description="Convert a public interaction log into canonical raw events, one folder per arrival day.",
+        epilog=f"formats:\n{formats}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("format", choices=sorted(IMPORTERS), metavar="FORMAT", help="source format (see below)")
+    parser.add_argument("source", type=Path, metavar="SOURCE", help="source file (.gz is read as is)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="raw folder to write into (default: $RECSYS_HOME/raw)")
+    parser.add_argument("--limit", type=int, default=None, help="read at most N source rows")
+    parser.add_argument("--start-date", type=date.fromisoformat, default=None,
+                        help="first day of synthesized event times (formats without timestamps: amazon_m2)")
+    args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
+    raw_dir = args.out if args.out is not None else Settings.from_env().raw_dir
+    try:
+        summary = import_log(args.format, args.source, raw_dir, limit=args.limit, start_date=args.start_date)
+    except (FileNotFoundError, SourceFormatError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    days = summary["arrival_days"]
+    print(f"arrival days written ({len(days)}): {' '.join(days)}", file=sys.stderr)
+    if summary["removed_stale_days"]:
+        print(f"stale {args.format} files removed from: {' '.join(summary['removed_stale_days'])}", file=sys.stderr)
+    # Days in date order: ingestion drops cross-day duplicates only when earlier days come first.
+    print("ingest them in this order, e.g.: "
+          + "; ".join(f"python -m ingest.ingest_day --date {day}" for day in days[:3])
+          + ("; ..." if len(days) > 3 else ""), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
