@@ -1,9 +1,17 @@
 """Spark job: one arrival day of raw logs into the lake, the quarantine and a reconciliation.
 
 Every input line ends up in exactly one place: the events lake (valid, first copy of its
-``event_id``), the quarantine (with a machine-readable reason) or the duplicate count. The
-reconciliation record states the three counts and the job refuses to finish if they do not add
-up to the number of input lines.
+``event_id``), the quarantine (with a machine-readable reason) or the duplicate count. Lines
+that cannot be read whole (longer than the line limit, the cut-off rest of a truncated gzip
+file) are quarantined too, never skipped. The reconciliation record states the three counts and
+the job refuses to publish anything if they do not add up to the number of input lines.
+
+Publication is atomic for readers (docs/architecture.md, "Lake"): a run writes its arrival day
+into ``lake/_staging/``, counts the written files back, moves the result under
+``lake/_versions/arrival_date=<a>/<run>/`` and switches the day's ``current`` link to it with
+one rename. ``events/event_date=<d>/arrival_date=<a>`` and ``quarantine/arrival_date=<a>`` are
+links through ``current``, so a reader of ``events/*/*/*.parquet`` sees the whole previous run
+of the day or the whole new one; a run killed at any point leaves the previous one in place.
 """
 
 from __future__ import annotations
@@ -12,16 +20,24 @@ import argparse
 import errno
 import json
 import os
+import re
 import shutil
+import struct
+import uuid
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Iterable, Iterator
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from ingest.schema import (
+    BAD_ENCODING,
+    CORRUPT_FILE,
     CORRUPT_RECORD_FIELD,
     EMPTY_LINE,
     EVENT_TYPES,
@@ -29,13 +45,15 @@ from ingest.schema import (
     LAKE_EVENT_COLUMNS,
     LAKE_EVENT_SCHEMA,
     LAKE_PARTITION_COLUMNS,
+    LINE_TOO_LONG,
+    MAX_LINE_BYTES,
     MAX_RAW_LINE_CHARS,
-    QUARANTINE_SCHEMA,
     RAW_EVENT_FIELDS,
     RAW_EVENT_SCHEMA,
     REQUIRED_FIELDS,
     STRING_FIELDS,
     TOO_OLD_TIMESTAMP,
+    TRUNCATED_FILE,
     UNKNOWN_EVENT_TYPE,
     UNPARSEABLE,
     bad_type,
@@ -63,6 +81,34 @@ ISO_TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\
 GLUED_OBJECTS_PATTERN = r"\}\s*\{\s*\"[^\"\\]*\"\s*:"
 BLANK_PATTERN = r"^\s*$"
 
+# Hadoop's line reader skips a line once the bytes it consumed for it (line end included) reach
+# this limit, and holds no more than that of any line. Spark passes read options into the
+# Hadoop configuration, so this bounds the memory a 1 GB line can take.
+HADOOP_MAX_LINE_KEY = "mapreduce.input.linerecordreader.line.maxlength"
+# Room for the longest line end (CR LF) and the reader's ">=": a line within the limit is never
+# skipped by Hadoop, so every skipped line is one the quarantine must hold.
+HADOOP_LINE_SLACK = 3
+# Hadoop reads the limit as a Java int.
+MAX_LINE_LIMIT = 2**31 - 1 - HADOOP_LINE_SLACK
+
+# Lake layout around publication (docs/architecture.md, "Lake"). Both folders are beside
+# events/ and quarantine/, outside every reader's glob.
+STAGING_FOLDER = "_staging"
+VERSIONS_FOLDER = "_versions"
+CURRENT_LINK = "current"
+MANIFEST_FILE = "_manifest.json"
+# The manifest of the version the latest reconciliation record vouched for: what "changed"
+# is measured against, so a run killed between publishing and recording is not forgotten.
+RECONCILED_FILE = "reconciled.json"
+# Salvaged copies of damaged raw files get this suffix: no compression codec matches it.
+SALVAGED_SUFFIX = ".readable"
+SALVAGE_CHUNK_BYTES = 1 << 20
+# Bytes of a rejected line kept to make MAX_RAW_LINE_CHARS characters of evidence (UTF-8: at
+# most 4 bytes per character).
+EVIDENCE_BYTES = 4 * MAX_RAW_LINE_CHARS
+UTF8_BOM = b"\xef\xbb\xbf"
+GZIP_MIN_BYTES = 18  # header (10) + trailer (8)
+
 
 class MissingArrivalDay(FileNotFoundError):
     """The raw folder of an arrival day does not exist (the upstream export did not land)."""
@@ -85,13 +131,57 @@ def raw_files(folder: Path) -> list[Path]:
     )
 
 
-def ingest_arrival_day(settings: Settings, arrival_date: date, spark: SparkSession | None = None) -> dict[str, Any]:
+def arrival_days(settings: Settings, first: date, last: date) -> list[date]:
+    """The arrival days ``first..last`` (inclusive), in order, after checking every raw folder.
+
+    A backfill stops before ingesting anything when a day of the range has no raw folder:
+    skipping it would leave a hole, and ingesting the days after it first would keep cross-day
+    duplicates that a later run of the missing day could no longer drop.
+    """
+    if last < first:
+        raise ValueError(f"the range ends ({last}) before it starts ({first})")
+    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    for day in days:
+        folder = settings.raw_dir / day.isoformat()
+        if not folder.is_dir():
+            raise MissingArrivalDay(folder)
+    return days
+
+
+def affected_event_dates(settings: Settings, arrival_date: date) -> list[date]:
+    """The event dates whose lake content the latest run of ``arrival_date`` changed.
+
+    Read from the day's reconciliation record, so it is only known for a run that reconciled;
+    downstream stages recompute these dates (late events of this arrival day sit there).
+    """
+    path = settings.reconciliation_dir / f"{arrival_date.isoformat()}.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            errno.ENOENT, "no reconciliation record: the arrival day has not been ingested (or its "
+            "last run did not finish)", str(path)
+        ) from None
+    return [date.fromisoformat(day) for day in record["affected_event_dates"]]
+
+
+def ingest_arrival_day(
+    settings: Settings,
+    arrival_date: date,
+    spark: SparkSession | None = None,
+    *,
+    max_line_bytes: int = MAX_LINE_BYTES,
+) -> dict[str, Any]:
     """Ingest ``settings.raw_dir/<arrival_date>/`` and return its reconciliation record.
 
-    Re-running a day replaces exactly what the previous run of that day wrote. Events whose
+    Re-running a day replaces exactly what the previous run of that day published. Events whose
     ``event_id`` the lake already holds from an earlier arrival day count as duplicates, so
-    arrival days must be ingested in date order for cross-day duplicates to be dropped.
+    arrival days must be ingested in date order for cross-day duplicates to be dropped. Lines
+    longer than ``max_line_bytes`` bytes are quarantined as ``line_too_long``. One run per
+    arrival day at a time: a run clears the day's staging area, a concurrent run's included.
     """
+    if not 1 <= max_line_bytes <= MAX_LINE_LIMIT:
+        raise ValueError(f"max_line_bytes must be in 1..{MAX_LINE_LIMIT}, got {max_line_bytes}")
     folder = settings.raw_dir / arrival_date.isoformat()
     if not folder.is_dir():
         raise MissingArrivalDay(folder)
@@ -102,66 +192,401 @@ def ingest_arrival_day(settings: Settings, arrival_date: date, spark: SparkSessi
     reconciliation_path.unlink(missing_ok=True)
     spark = spark or spark_session(settings)
 
-    lines = _read_lines(spark, files, arrival_date)
-    classified = _classify(lines, settings, arrival_date).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        reason_counts = {row["reason"]: row["count"] for row in classified.groupBy("reason").count().collect()}
-        input_rows = sum(reason_counts.values())
-        valid_rows = reason_counts.pop(None, 0)
-        quarantine_reasons = dict(sorted(reason_counts.items()))
+    staging = _staging_dir(settings, arrival_date)
+    # What a killed run left: never visible to readers, and not worth resuming.
+    shutil.rmtree(staging, ignore_errors=True)
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:8]
+    run_dir = staging / run_id
+    run_dir.mkdir(parents=True)
 
-        _write_quarantine(classified, settings, arrival_date)
-        # Materialized and cut from its plan: the plan reads the lake (earlier days' ids), which
-        # the write below must not depend on while it replaces files there.
-        events = _new_events(spark, classified, settings, arrival_date).localCheckpoint(eager=True)
-        new_event_rows = events.count()
-        event_dates = sorted(row["event_date"] for row in events.select("event_date").distinct().collect())
-        _write_events(events, settings, arrival_date, event_dates)
-        events.unpersist()
-    finally:
-        classified.unpersist()
+    stage = _stage_arrival_day(spark, settings, arrival_date, files, run_dir, max_line_bytes)
+    manifest = {
+        "run_id": run_id,
+        "arrival_date": arrival_date.isoformat(),
+        "event_dates": stage.event_dates,
+        "quarantined_rows": stage.quarantined_rows,
+    }
+    _write_json(run_dir / MANIFEST_FILE, manifest)
+    # Measured against what the last record vouched for, before the swap changes what is visible.
+    affected = _changed_event_dates(settings, arrival_date, stage.event_dates)
+    _publish(settings, arrival_date, run_dir, run_id, sorted(stage.event_dates))
 
-    # Counted back from the written files, so a lost write shows up as a mismatch.
-    written_rows = _lake_rows(spark, settings, arrival_date)
-    quarantined_rows = _quarantine_rows(spark, settings, arrival_date)
     reconciliation = {
         "arrival_date": arrival_date.isoformat(),
-        "input_rows": input_rows,
-        "written_rows": written_rows,
-        "quarantined_rows": quarantined_rows,
-        "duplicate_rows": valid_rows - new_event_rows,
-        "quarantine_reasons": quarantine_reasons,
-        "event_dates": [d.isoformat() for d in event_dates],
+        "input_rows": stage.input_rows,
+        "written_rows": stage.written_rows,
+        "quarantined_rows": stage.quarantined_rows,
+        "duplicate_rows": stage.duplicate_rows,
+        "quarantine_reasons": stage.quarantine_reasons,
+        "event_dates": sorted(stage.event_dates),
+        "affected_event_dates": affected,
     }
-    accounted = written_rows + quarantined_rows + reconciliation["duplicate_rows"]
-    if (
-        input_rows != accounted
-        or written_rows != new_event_rows
-        or quarantined_rows != sum(quarantine_reasons.values())
-    ):
-        raise ReconciliationError(
-            f"arrival day {arrival_date}: {input_rows} input lines but {written_rows} written "
-            f"(expected {new_event_rows}) + {quarantined_rows} quarantined "
-            f"(expected {sum(quarantine_reasons.values())}) + {reconciliation['duplicate_rows']} duplicates"
-        )
     _write_json(reconciliation_path, reconciliation)
+    # After the record: a run killed in between measures its changes against the older state
+    # again, which reports more dates than needed rather than fewer.
+    _write_json(_versions_dir(settings, arrival_date) / RECONCILED_FILE, manifest)
+    _collect_garbage(settings, arrival_date)
     return reconciliation
 
 
-# ---- reading and classifying ----
+# ---- staging: read, classify, write, count back ----
 
 
-def _read_lines(spark: SparkSession, files: list[Path], arrival_date: date) -> DataFrame:
-    """One row per input line: ``raw_line`` (whole) and ``source_file`` (``<day>/<name>``)."""
-    # Spark cannot decompress a zero-byte .gz (it has no gzip header); it holds no lines anyway.
-    files = [path for path in files if path.stat().st_size > 0]
-    if not files:
-        return spark.createDataFrame([], "raw_line string, source_file string")
-    return spark.read.text([str(path) for path in files]).select(
-        F.col("value").alias("raw_line"),
-        # Relative to the raw folder, so the quarantine does not depend on where RECSYS_HOME is.
-        F.concat(F.lit(f"{arrival_date.isoformat()}/"), F.col("_metadata.file_name")).alias("source_file"),
+@dataclass
+class _Staged:
+    input_rows: int
+    written_rows: int
+    quarantined_rows: int
+    duplicate_rows: int
+    quarantine_reasons: dict[str, int]
+    # ISO event date -> {"rows": n, "fingerprint": order-independent hash of its rows}
+    event_dates: dict[str, dict[str, Any]]
+
+
+def _stage_arrival_day(
+    spark: SparkSession, settings: Settings, arrival_date: date, files: list[Path], run_dir: Path,
+    max_line_bytes: int,
+) -> _Staged:
+    """Write the day's events and quarantine under ``run_dir`` and reconcile them there."""
+    classified, reason_counts = _read_and_classify(spark, settings, arrival_date, files, run_dir, max_line_bytes)
+    events: DataFrame | None = None
+    try:
+        input_rows = sum(reason_counts.values())
+        valid_rows = reason_counts.pop(None, 0)
+        quarantine_reasons = dict(sorted(reason_counts.items()))
+        _write_quarantine(classified, run_dir / "quarantine")
+        # Materialized and cut from its plan: count, fingerprints and the write reuse it instead
+        # of re-running the parse, the window and the lake join.
+        events = _new_events(spark, classified, settings, arrival_date).localCheckpoint(eager=True)
+        per_date = events.groupBy("event_date").agg(
+            F.count(F.lit(1)).alias("rows"),
+            # Decimal: a sum of 64-bit hashes overflows a long, which ANSI mode turns into an error.
+            F.sum(_row_fingerprint().cast("decimal(38,0)")).alias("fingerprint"),
+        ).collect()
+        event_dates = {
+            row["event_date"].isoformat(): {"rows": row["rows"], "fingerprint": str(row["fingerprint"])}
+            for row in per_date
+        }
+        _write_events(events, run_dir / "events", has_rows=bool(event_dates))
+    finally:
+        classified.unpersist()
+        if events is not None:
+            events.unpersist()
+
+    # Counted back from the written files' footers (no data read), so a lost write shows up as
+    # a mismatch before anything is published.
+    written = {day: _parquet_rows(run_dir / "events" / f"event_date={day}") for day in event_dates}
+    folders = {path.name for path in (run_dir / "events").glob("event_date=*")}
+    stray = sorted(folders - {f"event_date={day}" for day in event_dates})
+    quarantined_rows = _parquet_rows(run_dir / "quarantine")
+    new_event_rows = sum(info["rows"] for info in event_dates.values())
+    written_rows = sum(written.values())
+    duplicate_rows = valid_rows - new_event_rows
+    if (
+        stray
+        or any(written[day] != info["rows"] for day, info in event_dates.items())
+        or quarantined_rows != sum(quarantine_reasons.values())
+        or input_rows != written_rows + quarantined_rows + duplicate_rows
+    ):
+        raise ReconciliationError(
+            f"arrival day {arrival_date}: {input_rows} input lines but {written_rows} written "
+            f"(expected {new_event_rows}; by event date {written}, unexpected {stray}) + "
+            f"{quarantined_rows} quarantined (expected {sum(quarantine_reasons.values())}) + "
+            f"{duplicate_rows} duplicates; nothing was published"
+        )
+    return _Staged(input_rows, written_rows, quarantined_rows, duplicate_rows, quarantine_reasons, event_dates)
+
+
+def _row_fingerprint() -> Column:
+    # Spark's hash skips nulls, so (null, "x") and ("x", null) would hash alike: the null flags
+    # of the nullable columns go in too.
+    return F.xxhash64(
+        *(F.col(name) for name in LAKE_EVENT_COLUMNS),
+        F.col("session_id").isNull(),
+        F.col("extra").isNull(),
     )
+
+
+def _parquet_rows(folder: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.read_metadata(path).num_rows for path in folder.glob("*.parquet"))
+
+
+# ---- reading, with salvage of what Spark cannot read ----
+
+
+@dataclass
+class _Salvage:
+    """A raw file re-read in Python: its readable lines in ``copy``, the rest as quarantine rows."""
+
+    copy: Path
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (evidence, reason)
+    damage: str | None = None  # TRUNCATED_FILE or CORRUPT_FILE when the file could not be read to its end
+
+
+def _read_and_classify(
+    spark: SparkSession, settings: Settings, arrival_date: date, files: list[Path], run_dir: Path,
+    max_line_bytes: int,
+) -> tuple[DataFrame, Counter]:
+    """Classified lines (persisted) and the number of lines per reason (None: valid).
+
+    Spark reads the files first. A file Spark cannot read to its end (a truncated gzip fails the
+    read) or whose lines do not add up to its size (Hadoop skipped over-long lines without a
+    trace) is salvaged: streamed once in Python into a plain copy of its readable lines plus
+    quarantine rows for the rest, and the day is read again with the copy in its place. The
+    usual day has no such file and costs one read.
+    """
+    salvaged: dict[Path, _Salvage] = {}
+    salvage_dir = run_dir / "raw"
+    while True:
+        lines = _read_lines(spark, files, salvaged, arrival_date, max_line_bytes)
+        classified = _classify(lines, settings, arrival_date, max_line_bytes).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            stats = classified.groupBy("source_file", "reason").agg(
+                F.count(F.lit(1)).alias("rows"),
+                F.count("line_bytes").alias("lines"),
+                F.sum("line_bytes").alias("bytes"),
+            ).collect()
+        except Exception:
+            classified.unpersist()
+            # Spark names the file in its error, but not always in a form worth parsing; the
+            # compressed files are checked directly instead, and the error stands if none is damaged.
+            damaged = {}
+            for path in files:
+                if path in salvaged or not path.name.endswith(".gz") or path.stat().st_size == 0:
+                    continue
+                salvage = _salvage(path, salvage_dir, max_line_bytes)
+                if salvage.damage:
+                    damaged[path] = salvage
+                else:
+                    salvage.copy.unlink()
+            if not damaged:
+                raise
+            salvaged.update(damaged)
+            continue
+
+        read: dict[str, tuple[int, int]] = {}
+        reasons: Counter = Counter()
+        for row in stats:
+            lines_read, bytes_read = read.get(row["source_file"], (0, 0))
+            read[row["source_file"]] = (lines_read + row["lines"], bytes_read + (row["bytes"] or 0))
+            reasons[row["reason"]] += row["rows"]
+        incomplete = []
+        for path in files:
+            lines_read, bytes_read = read.get(_source_name(arrival_date, path.name), (0, 0))
+            if path in salvaged:
+                if not _plain_file_fully_read(salvaged[path].copy, lines_read, bytes_read):
+                    raise ReconciliationError(f"the salvaged copy of {path} was not read whole")
+            elif path.stat().st_size > 0 and not _fully_read(path, lines_read, bytes_read):
+                incomplete.append(path)
+        if not incomplete:
+            return classified, reasons
+        classified.unpersist()
+        for path in incomplete:
+            salvaged[path] = _salvage(path, salvage_dir, max_line_bytes)
+
+
+def _source_name(arrival_date: date, name: str) -> str:
+    # Relative to the raw folder, so the quarantine does not depend on where RECSYS_HOME is.
+    return f"{arrival_date.isoformat()}/{name}"
+
+
+def _fully_read(path: Path, lines: int, line_bytes: int) -> bool:
+    """Whether ``lines`` lines of ``line_bytes`` bytes (line ends excluded) are all of ``path``."""
+    if not path.name.endswith(".gz"):
+        return _plain_file_fully_read(path, lines, line_bytes)
+    size = path.stat().st_size
+    if size < GZIP_MIN_BYTES:
+        return False
+    with open(path, "rb") as handle:
+        handle.seek(-4, os.SEEK_END)
+        # The gzip trailer's uncompressed size (modulo 2**32, of the last member only): a file
+        # of several members or over 4 GiB is salvaged once too often, never too rarely.
+        (isize,) = struct.unpack("<I", handle.read(4))
+    consumed = line_bytes + lines
+    return isize in {consumed % 2**32, (consumed - 1) % 2**32} if lines else isize == 0
+
+
+def _plain_file_fully_read(path: Path, lines: int, line_bytes: int) -> bool:
+    # One LF per line; the last line may lack it. Anything else (skipped lines, CR LF line ends,
+    # a byte-order mark) sends the file through the salvage, which handles them all.
+    size = path.stat().st_size
+    consumed = line_bytes + lines
+    return size == consumed or (lines > 0 and size == consumed - 1)
+
+
+def _read_lines(
+    spark: SparkSession, files: list[Path], salvaged: dict[Path, _Salvage], arrival_date: date,
+    max_line_bytes: int,
+) -> DataFrame:
+    """One row per input line: ``raw_line``, ``source_file`` (``<day>/<name>``), ``line_bytes``
+    (null for a row the salvage made) and ``preset_reason`` (the salvage's quarantine reason)."""
+    schema = "raw_line string, source_file string, line_bytes int, preset_reason string"
+    # Spark cannot decompress a zero-byte .gz (it has no gzip header); it holds no lines anyway.
+    paths = [str(salvaged[path].copy) if path in salvaged else str(path)
+             for path in files if path in salvaged or path.stat().st_size > 0]
+    frame = spark.createDataFrame([], schema)
+    if paths:
+        frame = (
+            spark.read.option(HADOOP_MAX_LINE_KEY, str(max_line_bytes + HADOOP_LINE_SLACK))
+            .text(paths)
+            .select(
+                F.col("value").alias("raw_line"),
+                F.concat(
+                    F.lit(f"{arrival_date.isoformat()}/"),
+                    F.regexp_replace(F.col("_metadata.file_name"), re.escape(SALVAGED_SUFFIX) + "$", ""),
+                ).alias("source_file"),
+                # Bytes, not characters: the line limit and the size check are about bytes.
+                F.octet_length("value").alias("line_bytes"),
+                F.lit(None).cast("string").alias("preset_reason"),
+            )
+        )
+    rejected = [
+        (evidence, _source_name(arrival_date, path.name), None, reason)
+        for path, salvage in salvaged.items()
+        for evidence, reason in salvage.rejected
+    ]
+    if rejected:
+        frame = frame.unionByName(spark.createDataFrame(rejected, schema))
+    return frame
+
+
+def _salvage(path: Path, folder: Path, max_line_bytes: int) -> _Salvage:
+    """Stream ``path`` (gzip or plain) into ``folder/<name>.readable`` as Hadoop would split it.
+
+    Lines within ``max_line_bytes`` are copied; longer ones become ``line_too_long`` rows with a
+    prefix, holding no more than ``max_line_bytes`` of any line in memory. A compressed file
+    that ends early or is damaged keeps its complete lines; the rest (the cut line, whatever
+    could not be decompressed) becomes one row.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    salvage = _Salvage(copy=folder / (path.name + SALVAGED_SUFFIX))
+    splitter = _LineSplitter(max_line_bytes)
+
+    def take(lines: Iterable[tuple[bytes, int]], sink: IO[bytes]) -> None:
+        for content, length in lines:
+            if length > max_line_bytes:
+                salvage.rejected.append((_evidence(content), LINE_TOO_LONG))
+            else:
+                sink.write(content + b"\n")
+
+    with open(path, "rb") as source, open(salvage.copy, "wb") as sink:
+        chunks = _gunzip_chunks(source) if path.name.endswith(".gz") else iter(
+            lambda: source.read(SALVAGE_CHUNK_BYTES), b"")
+        try:
+            for chunk in chunks:
+                take(splitter.feed(chunk), sink)
+        except EOFError:
+            salvage.damage = TRUNCATED_FILE
+        except zlib.error:
+            salvage.damage = CORRUPT_FILE
+        if salvage.damage is None:
+            take(splitter.finish(), sink)
+        else:
+            salvage.rejected.append((_evidence(splitter.remainder()), salvage.damage))
+    return salvage
+
+
+def _gunzip_chunks(source: IO[bytes]) -> Iterator[bytes]:
+    """The decompressed bytes of a gzip stream (members one after another), in bounded chunks.
+
+    Raises EOFError where the data ends inside a member and zlib.error where it is not gzip or
+    fails its checksum, after yielding everything before that point. (gzip.GzipFile's buffered
+    read drops what it decompressed in the call that hits the end.)
+    """
+    decompressor = zlib.decompressobj(wbits=31)  # 31: gzip header and trailer, CRC checked
+    pending = b""
+    while True:
+        if not pending:
+            pending = source.read(SALVAGE_CHUNK_BYTES)
+            if not pending:
+                if not decompressor.eof:
+                    raise EOFError("compressed data ends before the end-of-stream marker")
+                return
+        if decompressor.eof:  # another member follows
+            decompressor = zlib.decompressobj(wbits=31)
+        # Bounded output: a megabyte of compressed "yyyy..." inflates to a gigabyte.
+        output = decompressor.decompress(pending, SALVAGE_CHUNK_BYTES)
+        pending = decompressor.unconsumed_tail or decompressor.unused_data
+        if output:
+            yield output
+
+
+def _evidence(content: bytes) -> str:
+    return content[:EVIDENCE_BYTES].decode("utf-8", errors="replace")[:MAX_RAW_LINE_CHARS]
+
+
+class _LineSplitter:
+    """Splits a byte stream into lines as Hadoop's LineReader does: LF, CR or CR LF ends a line,
+    a UTF-8 byte-order mark at the start is dropped, a last line without line end counts.
+
+    Yields ``(content, length)``; a line over ``limit`` bytes keeps only an evidence prefix.
+    """
+
+    _LINE_END = re.compile(rb"[\r\n]")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.line = bytearray()
+        self.length = 0
+        self.started = False
+        self.after_cr = False
+
+    def feed(self, chunk: bytes) -> list[tuple[bytes, int]]:
+        start, done = 0, []
+        if not self.started:
+            self.started = True
+            # Chunks are full reads, so the first one holds the whole mark unless the file is shorter.
+            if chunk.startswith(UTF8_BOM):
+                start = len(UTF8_BOM)
+        if self.after_cr:
+            self.after_cr = False
+            if chunk[start:start + 1] == b"\n":
+                start += 1
+        if b"\r" not in chunk:
+            # The common case, in C: split on LF only.
+            pieces = chunk[start:].split(b"\n")
+            self._append(pieces[0])
+            for piece in pieces[1:]:
+                done.append(self._take())
+                self._append(piece)
+            return done
+        while (found := self._LINE_END.search(chunk, start)) is not None:
+            self._append(chunk[start:found.start()])
+            done.append(self._take())
+            start = found.end()
+            if chunk[found.start()] == 0x0D:
+                if start == len(chunk):
+                    self.after_cr = True  # an LF opening the next chunk belongs to this line end
+                elif chunk[start] == 0x0A:
+                    start += 1
+        self._append(chunk[start:])
+        return done
+
+    def finish(self) -> list[tuple[bytes, int]]:
+        return [self._take()] if self.length else []
+
+    def remainder(self) -> bytes:
+        return bytes(self.line)
+
+    def _append(self, piece: bytes) -> None:
+        self.length += len(piece)
+        if self.length <= self.limit:
+            self.line += piece
+        elif len(self.line) > EVIDENCE_BYTES:
+            del self.line[EVIDENCE_BYTES:]
+        else:
+            self.line += piece[: EVIDENCE_BYTES - len(self.line)]
+
+    def _take(self) -> tuple[bytes, int]:
+        taken = (bytes(self.line), self.length)
+        self.line.clear()
+        self.length = 0
+        return taken
+
+
+# ---- classifying ----
 
 
 def _json_type(variant: Column, name: str) -> Column:
@@ -173,7 +598,7 @@ def _blank(column: Column) -> Column:
     return column.isNull() | column.rlike(BLANK_PATTERN)
 
 
-def _classify(lines: DataFrame, settings: Settings, arrival_date: date) -> DataFrame:
+def _classify(lines: DataFrame, settings: Settings, arrival_date: date, max_line_bytes: int) -> DataFrame:
     """Add ``reason`` (null for a valid event) and the parsed lake columns to every line."""
     line = F.col("raw_line")
     parsed = F.col("parsed")
@@ -206,7 +631,16 @@ def _classify(lines: DataFrame, settings: Settings, arrival_date: date) -> DataF
         types["extra"].isNotNull() & (types["extra"] != "VOID") & ~types["extra"].startswith("OBJECT")
     )
 
-    reason = F.when(line.rlike(BLANK_PATTERN), F.lit(EMPTY_LINE)).when(unparseable, F.lit(UNPARSEABLE))
+    reason = (
+        F.when(F.col("preset_reason").isNotNull(), F.col("preset_reason"))
+        # Spark hands over lines up to the limit + HADOOP_LINE_SLACK bytes; the limit is the rule.
+        .when(F.col("line_bytes") > max_line_bytes, F.lit(LINE_TOO_LONG))
+        # Spark keeps the raw bytes, but every parse reads them as UTF-8 with U+FFFD for bad
+        # bytes: such a line would reach the lake with altered ids.
+        .when(~F.is_valid_utf8(line), F.lit(BAD_ENCODING))
+        .when(line.rlike(BLANK_PATTERN), F.lit(EMPTY_LINE))
+        .when(unparseable, F.lit(UNPARSEABLE))
+    )
     for name in REQUIRED_FIELDS:
         reason = reason.when(_blank(parsed[name]), F.lit(missing_field(name)))
     for name in RAW_EVENT_FIELDS:
@@ -220,6 +654,8 @@ def _classify(lines: DataFrame, settings: Settings, arrival_date: date) -> DataF
     with_parse = lines.select(
         "raw_line",
         "source_file",
+        "line_bytes",
+        "preset_reason",
         F.from_json(line, RAW_EVENT_SCHEMA, JSON_OPTIONS).alias("parsed"),
         F.try_parse_json(line).alias("variant"),
     )
@@ -231,6 +667,7 @@ def _classify(lines: DataFrame, settings: Settings, arrival_date: date) -> DataF
     return with_types.select(
         "raw_line",
         "source_file",
+        "line_bytes",
         reason.alias("reason"),
         parsed["event_id"].alias("event_id"),
         event_time,
@@ -264,59 +701,164 @@ def _new_events(spark: SparkSession, classified: DataFrame, settings: Settings, 
     return events.select(*LAKE_EVENT_COLUMNS, *LAKE_PARTITION_COLUMNS)
 
 
-# ---- writing ----
+# ---- writing (into the run's staging folder) ----
 
 
-def _write_events(events: DataFrame, settings: Settings, arrival_date: date, event_dates: list[date]) -> None:
-    if event_dates:
-        (
-            # One file per sub-partition, rows in time order: fewer, better-compressed files.
-            events.repartition("event_date")
-            .sortWithinPartitions("event_time", "event_id")
-            .write.mode("overwrite")
-            # Set on the write itself: a caller's session in static mode would otherwise
-            # replace the whole lake with this one day.
-            .option("partitionOverwriteMode", "dynamic")
-            .partitionBy(*LAKE_PARTITION_COLUMNS)
-            .parquet(str(settings.events_dir))
-        )
-    # Dynamic overwrite only replaces the partitions it writes; sub-partitions of this arrival
-    # day that the new run no longer has (its input changed) must go too.
-    keep = {f"event_date={d.isoformat()}" for d in event_dates}
-    for stale in settings.events_dir.glob(f"event_date=*/arrival_date={arrival_date.isoformat()}"):
-        if stale.parent.name not in keep:
-            shutil.rmtree(stale)
-            try:
-                stale.parent.rmdir()
-            except OSError:
-                pass  # other arrival days still have events on that date
+def _write_events(events: DataFrame, folder: Path, has_rows: bool) -> None:
+    if not has_rows:
+        folder.mkdir(parents=True, exist_ok=True)
+        return
+    (
+        # One file per event date, rows in time order: fewer, better-compressed files.
+        events.drop("arrival_date")
+        .repartition("event_date")
+        .sortWithinPartitions("event_time", "event_id")
+        .write.mode("errorifexists")
+        # arrival_date is not a folder here: the published link names it (see _publish).
+        .partitionBy("event_date")
+        .parquet(str(folder))
+    )
 
 
-def _write_quarantine(classified: DataFrame, settings: Settings, arrival_date: date) -> None:
+def _write_quarantine(classified: DataFrame, folder: Path) -> None:
     rejected = classified.where(F.col("reason").isNotNull()).select(
-        F.substring("raw_line", 1, MAX_RAW_LINE_CHARS).alias("raw_line"), "reason", "source_file"
+        # Valid UTF-8 in the quarantine: bad_encoding evidence would otherwise make Parquet
+        # readers fail on the whole file.
+        F.substring(F.make_valid_utf8("raw_line"), 1, MAX_RAW_LINE_CHARS).alias("raw_line"),
+        "reason",
+        "source_file",
     )
     (
         rejected.coalesce(1)
         .sortWithinPartitions("source_file", "reason", "raw_line")
-        .write.mode("overwrite")
-        .parquet(str(_quarantine_path(settings, arrival_date)))
+        .write.mode("errorifexists")
+        .parquet(str(folder))
     )
 
 
-def _quarantine_path(settings: Settings, arrival_date: date) -> Path:
-    return settings.quarantine_dir / f"arrival_date={arrival_date.isoformat()}"
+# ---- publication ----
 
 
-def _lake_rows(spark: SparkSession, settings: Settings, arrival_date: date) -> int:
-    if not settings.events_dir.is_dir():
-        return 0
-    lake = spark.read.schema(LAKE_EVENT_SCHEMA).parquet(str(settings.events_dir))
-    return lake.where(F.col("arrival_date") == F.lit(arrival_date)).count()
+def _staging_dir(settings: Settings, arrival_date: date) -> Path:
+    return settings.lake_dir / STAGING_FOLDER / f"arrival_date={arrival_date.isoformat()}"
 
 
-def _quarantine_rows(spark: SparkSession, settings: Settings, arrival_date: date) -> int:
-    return spark.read.schema(QUARANTINE_SCHEMA).parquet(str(_quarantine_path(settings, arrival_date))).count()
+def _versions_dir(settings: Settings, arrival_date: date) -> Path:
+    return settings.lake_dir / VERSIONS_FOLDER / f"arrival_date={arrival_date.isoformat()}"
+
+
+def _event_link(settings: Settings, event_day: str, arrival_date: date) -> tuple[Path, str]:
+    """Where the lake shows this day's events of ``event_day``, and the link's (relative) target."""
+    tag = f"arrival_date={arrival_date.isoformat()}"
+    link = settings.events_dir / f"event_date={event_day}" / tag
+    # Relative, so a lake moved or mounted elsewhere keeps working.
+    return link, f"../../{VERSIONS_FOLDER}/{tag}/{CURRENT_LINK}/events/event_date={event_day}"
+
+
+def _quarantine_link(settings: Settings, arrival_date: date) -> tuple[Path, str]:
+    tag = f"arrival_date={arrival_date.isoformat()}"
+    return settings.quarantine_dir / tag, f"../{VERSIONS_FOLDER}/{tag}/{CURRENT_LINK}/quarantine"
+
+
+def _published_event_days(settings: Settings, arrival_date: date) -> set[str]:
+    """Event dates for which readers now see files of this arrival day."""
+    pattern = f"event_date=*/arrival_date={arrival_date.isoformat()}/*.parquet"
+    return {path.parent.parent.name.removeprefix("event_date=") for path in settings.events_dir.glob(pattern)}
+
+
+def _changed_event_dates(settings: Settings, arrival_date: date, new: dict[str, dict[str, Any]]) -> list[str]:
+    """Event dates whose rows of this arrival day differ from the last reconciled run's."""
+    try:
+        reconciled = json.loads((_versions_dir(settings, arrival_date) / RECONCILED_FILE).read_text("utf-8"))
+        old = reconciled["event_dates"]
+    except FileNotFoundError:
+        # No run of this day reconciled with a manifest (a first run, a lake from before
+        # versioned publication, or a first run killed after its swap): every date it shows
+        # now and every date it will show count as changed.
+        return sorted(set(new) | _published_event_days(settings, arrival_date))
+    return sorted(day for day in set(old) | set(new) if old.get(day) != new.get(day))
+
+
+def _publish(settings: Settings, arrival_date: date, run_dir: Path, run_id: str, event_days: list[str]) -> None:
+    """Make ``run_dir`` the day's visible version with one rename (see the module docstring)."""
+    versions = _versions_dir(settings, arrival_date)
+    versions.mkdir(parents=True, exist_ok=True)
+    # Complete and counted: from here on the folder only moves as a whole.
+    os.rename(run_dir, versions / run_id)
+
+    # Links first. A link to a date the current version does not have dangles, and a dangling
+    # link is an empty folder to every reader (DuckDB, Spark, pyarrow, pathlib) until the swap.
+    legacy: list[tuple[Path, str]] = []
+    wanted = [_event_link(settings, day, arrival_date) for day in event_days]
+    wanted.append(_quarantine_link(settings, arrival_date))
+    for link, target in wanted:
+        if link.is_symlink():
+            if os.readlink(link) != target:
+                _place_link(link, target, versions)
+        elif link.exists():
+            legacy.append((link, target))
+        else:
+            link.parent.mkdir(parents=True, exist_ok=True)
+            _place_link(link, target, versions)
+
+    # The commit: one rename of a link. Every link of the day now resolves into the new version.
+    _place_link(versions / CURRENT_LINK, run_id, versions)
+
+    # Folders written by the job before versioned publication become links; this one-time
+    # change per arrival day is not atomic (each folder flips on its own).
+    for link, target in legacy:
+        retired = versions / f".retired-{uuid.uuid4().hex}"
+        os.rename(link, retired)
+        _place_link(link, target, versions)
+        shutil.rmtree(retired)
+    # Dates this run no longer has: their links dangle since the swap (empty to readers); remove
+    # them and the event-date folders left empty.
+    keep = {f"event_date={day}" for day in event_days}
+    tag = f"arrival_date={arrival_date.isoformat()}"
+    # Not Path.glob: it does not list dangling links.
+    for link in (folder / tag for folder in settings.events_dir.glob("event_date=*")):
+        if link.parent.name in keep or not os.path.lexists(link):
+            continue
+        if link.is_symlink():
+            link.unlink()
+        else:
+            retired = versions / f".retired-{uuid.uuid4().hex}"
+            os.rename(link, retired)
+            shutil.rmtree(retired)
+        try:
+            link.parent.rmdir()
+        except OSError:
+            pass  # other arrival days still have events on that date
+
+
+def _place_link(path: Path, target: str, scratch: Path) -> None:
+    """Create or replace the symlink ``path`` -> ``target`` atomically (rename over it).
+
+    The temporary link is made in ``scratch``, outside every reader's glob; rename keeps the
+    link's text, so the relative target resolves from ``path``'s folder once in place.
+    """
+    temporary = scratch / f".link-{uuid.uuid4().hex}"
+    os.symlink(target, temporary)
+    os.replace(temporary, path)
+
+
+def _collect_garbage(settings: Settings, arrival_date: date) -> None:
+    """Drop superseded versions of the day, keeping the one before current for in-flight readers."""
+    versions = _versions_dir(settings, arrival_date)
+    current = os.readlink(versions / CURRENT_LINK)
+    older = sorted(
+        (path for path in versions.iterdir()
+         if path.is_dir() and not path.is_symlink() and not path.name.startswith(".") and path.name != current),
+        key=lambda path: path.name,
+    )
+    for path in older[:-1]:
+        shutil.rmtree(path, ignore_errors=True)
+    for path in versions.glob(".*"):  # temporary links and retired folders of killed runs
+        if path.is_symlink() or path.is_file():
+            path.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(_staging_dir(settings, arrival_date), ignore_errors=True)
 
 
 def _write_json(path: Path, record: dict[str, Any]) -> None:
@@ -331,19 +873,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Ingest arrival days of raw logs into the lake.")
     parser.add_argument("--date", type=date.fromisoformat, required=True, help="first arrival day")
     parser.add_argument("--to", type=date.fromisoformat, default=None, help="last arrival day (inclusive)")
+    parser.add_argument(
+        "--max-line-bytes", type=int, default=MAX_LINE_BYTES,
+        help=f"longer raw lines are quarantined as {LINE_TOO_LONG} (default {MAX_LINE_BYTES})",
+    )
     args = parser.parse_args(argv)
     last = args.to or args.date
     if last < args.date:
         parser.error("--to must not be before --date")
+    if not 1 <= args.max_line_bytes <= MAX_LINE_LIMIT:
+        parser.error(f"--max-line-bytes must be in 1..{MAX_LINE_LIMIT}")
     settings = Settings.from_env()
+    days = arrival_days(settings, args.date, last)
     # A session that already runs in this process (a caller embedding main) is left running.
     started_here = SparkSession.getActiveSession() is None
     spark = spark_session(settings)
     try:
-        day = args.date
-        while day <= last:
-            print(json.dumps(ingest_arrival_day(settings, day, spark=spark), sort_keys=True), flush=True)
-            day += timedelta(days=1)
+        for day in days:
+            record = ingest_arrival_day(settings, day, spark=spark, max_line_bytes=args.max_line_bytes)
+            print(json.dumps(record, sort_keys=True), flush=True)
     finally:
         if started_here:
             spark.stop()

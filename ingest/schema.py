@@ -12,6 +12,7 @@ __all__ = [
     "LAKE_EVENT_COLUMNS",
     "LAKE_EVENT_SCHEMA",
     "LAKE_PARTITION_COLUMNS",
+    "MAX_LINE_BYTES",
     "MAX_RAW_LINE_CHARS",
     "OPTIONAL_FIELDS",
     "QUARANTINE_SCHEMA",
@@ -24,6 +25,10 @@ __all__ = [
     "UNKNOWN_EVENT_TYPE",
     "FUTURE_TIMESTAMP",
     "TOO_OLD_TIMESTAMP",
+    "BAD_ENCODING",
+    "LINE_TOO_LONG",
+    "TRUNCATED_FILE",
+    "CORRUPT_FILE",
     "bad_type",
     "missing_field",
 ]
@@ -74,6 +79,10 @@ QUARANTINE_SCHEMA = StructType(
 )
 # Quarantine keeps evidence, not arbitrarily large payloads.
 MAX_RAW_LINE_CHARS = 10_000
+# Longest raw line (bytes, without its line end) that ingestion parses. An event is a few hundred
+# bytes; a line far beyond that is a broken export (a lost newline across a whole file, a binary
+# blob) and must neither be parsed nor held whole in memory: it is quarantined with a prefix.
+MAX_LINE_BYTES = 1 << 20
 
 # Quarantine reasons, machine-readable.
 EMPTY_LINE = "empty_line"
@@ -81,6 +90,18 @@ UNPARSEABLE = "unparseable"
 UNKNOWN_EVENT_TYPE = "unknown_event_type"
 FUTURE_TIMESTAMP = "future_timestamp"
 TOO_OLD_TIMESTAMP = "too_old_timestamp"
+# The line's bytes are not UTF-8. Spark would read them with U+FFFD in place of the bad bytes,
+# which would put altered ids into the lake.
+BAD_ENCODING = "bad_encoding"
+# The line is longer than the line limit (MAX_LINE_BYTES unless the run sets another); the
+# quarantine keeps its first MAX_RAW_LINE_CHARS characters.
+LINE_TOO_LONG = "line_too_long"
+# A compressed file ends before its end marker (an upload cut short): its complete lines are
+# ingested, and what cannot be read (the cut line, the lost rest) is one record with this reason.
+TRUNCATED_FILE = "truncated_file"
+# A compressed file's data is damaged (not gzip, bad deflate data, CRC mismatch): as for a
+# truncated file, the lines before the damage are ingested and the rest is one record.
+CORRUPT_FILE = "corrupt_file"
 
 
 def missing_field(name: str) -> str:

@@ -1,0 +1,84 @@
+"""Backfill Airflow DAG: ingest a range of arrival days in date order, then rebuild the session tables.
+
+This file only wires tasks; every task is one call into ``pipeline.stages``.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+DOC = """
+### Backfill of raw logs into the lake
+
+Triggered by hand (no schedule) with **Params** `start` and `end` (YYYY-MM-DD, inclusive):
+
+1. `plan_arrival_days` — checks the range (`end` not before `start`) and that every arrival day
+   has its raw folder `raw/<date>/`, before anything is written.
+2. `ingest_arrival_days` — the Spark ingestion job for each arrival day **in date order**, in one
+   task: duplicates across days are only dropped when earlier days are in the lake first, so the
+   days must not run in parallel or out of order. The lake ends up as day-by-day nightly runs
+   would leave it; each day is published atomically and gets its reconciliation record
+   (including `affected_event_dates`, the event dates whose content changed).
+3. `build_sessions` — one `dbt build` over the whole lake.
+
+Re-running a backfill rewrites the same partitions (every stage is idempotent for its dates).
+"""
+
+
+@dag(
+    dag_id="backfill_recsys",
+    description="Ingest a range of arrival days, then rebuild the session tables",
+    doc_md=DOC,
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["recsys", "backfill", "ingestion"],
+    default_args={"owner": "recsys-platform", "retries": 0},
+    params={
+        "start": Param(
+            type="string", format="date", title="First arrival date",
+            description="First arrival day to ingest (YYYY-MM-DD).",
+        ),
+        "end": Param(
+            type="string", format="date", title="Last arrival date",
+            description="Last arrival day to ingest, inclusive (YYYY-MM-DD), not before the first.",
+        ),
+    },
+)
+def backfill_recsys():
+    def settings():
+        from pipeline.settings import Settings
+
+        return Settings.from_env()
+
+    @task
+    def plan_arrival_days() -> dict:
+        from ingest.ingest_day import arrival_days
+
+        params = get_current_context()["params"]
+        days = arrival_days(settings(), date.fromisoformat(params["start"]), date.fromisoformat(params["end"]))
+        return {"first": days[0].isoformat(), "last": days[-1].isoformat(), "days": len(days)}
+
+    # A retry re-runs the whole range: each day's ingestion replaces its own previous run.
+    @task(retries=1)
+    def ingest_arrival_days(plan: dict) -> dict:
+        from pipeline import stages
+
+        return stages.ingest_events_range(
+            settings(), date.fromisoformat(plan["first"]), date.fromisoformat(plan["last"])
+        )
+
+    @task(retries=1)
+    def build_sessions(plan: dict, _ingested: dict) -> dict:
+        from pipeline import stages
+
+        return stages.build_sessions(settings(), date.fromisoformat(plan["last"]))
+
+    plan = plan_arrival_days()
+    build_sessions(plan, ingest_arrival_days(plan))
+
+
+backfill_recsys()
