@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from ingest.generator import generate_logs
-    from ingest.ingest_day import ingest_arrival_day
     from ingest.spark import spark_session
+    from pipeline.stages import ingest_events_range
 
     # Console noise that hides the summary: MLflow's download bars, Spark's hostname warning.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -142,14 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({k: v for k, v in summary.items() if k != "days"}, default=str))
 
     _say(f"ingesting history {first_day} .. {last_day - timedelta(days=1)} with Spark ({settings.spark_master})")
-    spark = spark_session(settings)
-    day = first_day
-    while day < last_day:
-        rec = ingest_arrival_day(settings, day, spark=spark)
-        print(f"  {day}: {rec['written_rows']} written, {rec['quarantined_rows']} quarantined, "
-              f"{rec['duplicate_rows']} duplicates")
-        day += timedelta(days=1)
-    spark.stop()
+    history = ingest_events_range(settings, first_day, last_day - timedelta(days=1))
+    for rec in history["reconciliations"]:
+        print(f"  {rec['arrival_date']}: {rec['written_rows']} written, "
+              f"{rec['quarantined_rows']} quarantined, {rec['duplicate_rows']} duplicates")
+    # The DAG runs in a child process with its own JVM: free this one's memory first.
+    spark_session(settings).stop()
 
     _say("Airflow metadata (SQLite) and the nightly DAG for " + last_day.isoformat())
     migrate_airflow(settings)

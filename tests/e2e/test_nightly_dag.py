@@ -29,9 +29,8 @@ N_USERS, N_ITEMS, EPOCHS = 1500, 150, 40
 def nightly(tmp_path_factory):
     """Generate logs, ingest the history, run the DAG for RUN_DAY then for CORRUPT_DAY."""
     from ingest.generator import generate_logs
-    from ingest.ingest_day import ingest_arrival_day
-    from ingest.spark import spark_session
     from pipeline.run_dag import run_nightly
+    from pipeline.stages import ingest_events_range
     from training.recommender import load_champion
 
     home = tmp_path_factory.mktemp("nightly")
@@ -44,9 +43,7 @@ def nightly(tmp_path_factory):
 
     generate_logs(settings.raw_dir, FIRST_DAY, HISTORY_DAYS + 2, n_users=N_USERS, n_items=N_ITEMS,
                   seed=7, corrupt_dates=[CORRUPT_DAY])
-    spark = spark_session(settings)
-    for offset in range(HISTORY_DAYS):
-        ingest_arrival_day(settings, FIRST_DAY + timedelta(days=offset), spark=spark)
+    ingest_events_range(settings, FIRST_DAY, RUN_DAY - timedelta(days=1))
 
     def champion() -> str | None:
         loaded = load_champion(settings)
