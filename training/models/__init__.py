@@ -7,11 +7,26 @@ from dataclasses import fields
 from typing import Any
 
 from training.models.baselines import PopularityConfig, PopularityModel
+from training.models.bert4rec import BERT4Rec, BERT4RecConfig
+from training.models.covisitation import CoVisitation, CoVisitationConfig
+from training.models.gru4rec import GRU4Rec, GRU4RecConfig
+from training.models.hstu import HSTU, HSTUConfig
 from training.models.sasrec import SASRec, SASRecConfig
+from training.models.sknn import SKNN, SKNNConfig
 
+# Every module class has ``objective``: "next_item" (causal; hidden state at t predicts t + 1),
+# "masked" (Cloze; has ``mask_token`` and ``config.mask_prob``) or "none" (non-neural; built by
+# the classmethod ``fit(config, train_sequences)``, state in buffers). Neural ones have
+# ``forward(input_ids [B, L]) -> [B, L, D]`` and ``output_embeddings [N + 1, D]``; all have
+# ``score_last(input_ids [B, L]) -> [B, N + 1]`` with column 0 = -inf.
 MODELS: dict[str, tuple[type, type]] = {
     "sasrec": (SASRecConfig, SASRec),
+    "bert4rec": (BERT4RecConfig, BERT4Rec),
+    "gru4rec": (GRU4RecConfig, GRU4Rec),
+    "hstu": (HSTUConfig, HSTU),
     "popularity": (PopularityConfig, PopularityModel),
+    "covisitation": (CoVisitationConfig, CoVisitation),
+    "sknn": (SKNNConfig, SKNN),
 }
 
 

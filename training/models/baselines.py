@@ -23,6 +23,8 @@ class PopularityConfig:
 
 
 class PopularityModel(nn.Module):
+    objective = "none"  # counted, not optimised
+
     def __init__(self, config: PopularityConfig):
         super().__init__()
         self.config = config
@@ -34,6 +36,11 @@ class PopularityModel(nn.Module):
         model = cls(config)
         model.scores.copy_(popularity_scores(counts, config.n_items))
         return model
+
+    @classmethod
+    def fit(cls, config: PopularityConfig, train_sequences: list[list[int]]) -> "PopularityModel":
+        """The non-neural models' common constructor: counts over the encoded training sequences."""
+        return cls.from_counts(config, Counter(i for seq in train_sequences for i in seq))
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.score_last(input_ids)

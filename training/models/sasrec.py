@@ -30,6 +30,10 @@ class SASRecConfig:
     n_heads: int = 2
     n_layers: int = 2
     dropout: float = 0.2
+    # Read by the training loop: "full" softmax over the catalog, or "sampled" softmax against
+    # n_negatives uniform shared negatives (training.losses). Defaults keep old checkpoints loadable.
+    loss: str = "full"
+    n_negatives: int = 256
 
 
 class CausalSelfAttention(nn.Module):
@@ -81,23 +85,11 @@ class Block(nn.Module):
         return x
 
 
-class SASRec(nn.Module):
-    def __init__(self, config: SASRecConfig):
-        super().__init__()
-        self.config = config
-        self.item_emb = nn.Embedding(config.n_items + 1, config.d_model, padding_idx=0)
-        self.pos_emb = nn.Embedding(config.max_len, config.d_model)
-        self.emb_dropout = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
-        self.ln_f = nn.LayerNorm(config.d_model)
-        self.apply(self._init_weights)
-        # Residual projections scaled down with depth (GPT-2) so the stream's variance stays put.
-        for name, p in self.named_parameters():
-            if name.endswith("proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
+def init_transformer_weights(model: nn.Module, n_layers: int) -> None:
+    """GPT-2 initialisation: N(0, 0.02) weights, zero biases and padding rows; residual
+    projections scaled down with depth so the residual stream's variance stays put."""
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
+    def init(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
             if module.bias is not None:
@@ -107,6 +99,25 @@ class SASRec(nn.Module):
             if module.padding_idx is not None:
                 with torch.no_grad():
                     module.weight[module.padding_idx].zero_()
+
+    model.apply(init)
+    for name, p in model.named_parameters():
+        if name.endswith("proj.weight"):
+            nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layers))
+
+
+class SASRec(nn.Module):
+    objective = "next_item"  # the hidden state at step t predicts the item at t + 1
+
+    def __init__(self, config: SASRecConfig):
+        super().__init__()
+        self.config = config
+        self.item_emb = nn.Embedding(config.n_items + 1, config.d_model, padding_idx=0)
+        self.pos_emb = nn.Embedding(config.max_len, config.d_model)
+        self.emb_dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.ln_f = nn.LayerNorm(config.d_model)
+        init_transformer_weights(self, config.n_layers)
 
     @property
     def output_embeddings(self) -> torch.Tensor:
