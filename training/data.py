@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Iterable, Sequence
+from typing import Iterable, Protocol, Sequence, runtime_checkable
 
 from pipeline.settings import Settings
 
@@ -287,3 +287,23 @@ def load_split(
     return temporal_split(
         sequences, settings.max_sequence_length, test_days=test_days, val_days=val_days, as_of=as_of
     )
+
+
+@runtime_checkable
+class Split(Protocol):
+    """What the training loop consumes, whatever the protocol that produced it.
+
+    :class:`TemporalSplit` (global time cut, the nightly pipeline) and
+    :class:`training.loo.LeaveOneOutSplit` (per-user leave-one-out, the public benchmarks) both
+    have these fields; ``train_model(settings, split, ...)`` accepts either.
+    """
+
+    train_sequences: list[list[int]]  # vocabulary indices, time order
+    val_examples: list[EvalExample]  # raw ids, used for checkpoint selection only
+    test_examples: list[EvalExample]  # raw ids, scored once by the selected checkpoint
+    vocab: ItemVocabulary
+    max_len: int
+    train_item_counts: Counter  # vocabulary index -> training interactions
+    as_of: str | None
+
+    def info(self) -> dict: ...

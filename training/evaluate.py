@@ -8,13 +8,22 @@ Protocol (the same for every model, so numbers are comparable):
 * a target missing from the model's vocabulary counts as a miss;
 * ties are broken against the target (rank = number of items scoring >= the target), so a model
   that scores everything equally gets no credit;
-* ``mrr`` is the mean reciprocal rank over the FULL ranking (not MRR@10).
+* ``mrr`` is the mean reciprocal rank over the FULL ranking (not MRR@10); ``mrr_at_K`` counts
+  only ranks <= K (0 beyond);
+* cutoffs: ``hr_at_K``, ``ndcg_at_K``, ``mrr_at_K`` for every K in ``ks`` (default 10, 20, 50)
+  and the primary ``k``; ``coverage_at_k`` (share of the catalog appearing in at least one
+  top-``k`` list) and, when training counts are given, ``popularity_bias_at_k`` for the primary
+  ``k`` only;
+* ``popularity_bias_at_k``: the mean, over examples and over the items of each top-``k`` list,
+  of the item's training-popularity percentile ``(number of catalog items with a strictly lower
+  training count) / N`` (0 = among the least popular, close to 1 = the most popular item). A
+  most-popular recommender scores close to 1; a model that recommends the long tail scores lower.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
@@ -23,6 +32,7 @@ from training.data import EvalExample, ItemVocabulary
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 
 METRIC_NAMES = ("hr_at_10", "ndcg_at_10", "mrr", "coverage_at_10")
+CUTOFFS = (10, 20, 50)
 
 
 def left_pad(sequences: Sequence[Sequence[int]], length: int | None = None) -> torch.Tensor:
@@ -46,6 +56,24 @@ def encode_examples(
     return inputs, targets
 
 
+def popularity_percentiles(item_counts: Mapping[int, int] | torch.Tensor, n_items: int) -> torch.Tensor:
+    """``[N + 1]`` float64: for each item index, the share of the N catalog items with a strictly
+    lower training count (index 0, padding, gets 0). ``item_counts``: index -> count (a Counter)
+    or a ``[N + 1]`` tensor of counts."""
+    if isinstance(item_counts, torch.Tensor):
+        counts = item_counts.to(torch.float64).flatten()[: n_items + 1].clone()  # [N + 1]
+    else:
+        counts = torch.zeros(n_items + 1, dtype=torch.float64)  # [N + 1]
+        for index, count in item_counts.items():
+            if 0 < index <= n_items:
+                counts[index] = float(count)
+    catalog = counts[1:].sort().values  # [N]
+    lower = torch.searchsorted(catalog, counts, right=False).to(torch.float64)  # [N + 1]
+    out = lower / max(n_items, 1)
+    out[0] = 0.0
+    return out
+
+
 @torch.no_grad()
 def evaluate(
     scorer: Scorer,
@@ -55,17 +83,34 @@ def evaluate(
     k: int = 10,
     batch_size: int = 256,
     device: torch.device | str = "cpu",
+    ks: Sequence[int] = CUTOFFS,
+    item_counts: Mapping[int, int] | torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """HR@k, NDCG@k, MRR (full ranking) and catalog coverage of the top-k lists.
+    """HR@K, NDCG@K, MRR@K for K in ``ks`` and ``k``, MRR (full ranking), catalog coverage of the
+    top-``k`` lists and, with ``item_counts`` (training counts by index), their popularity bias.
 
-    ``n_items`` is the scorer's catalog size N (scores have N + 1 columns, 0 = padding).
+    ``n_items`` is the scorer's catalog size N (scores have N + 1 columns, 0 = padding). One
+    batched pass: each batch is scored once and every metric is read off the same ranks.
     """
     if len(inputs) != len(targets):
         raise ValueError("inputs and targets differ in length")
     if len(inputs) == 0:
         raise ValueError("no examples to evaluate")
     device = torch.device(device)
-    hits = ndcg = rr = 0.0
+    cutoffs = sorted({int(c) for c in ks} | {int(k)})
+    if cutoffs[0] < 1:
+        raise ValueError("cutoffs must be >= 1")
+    # Sums stay on the device: one host transfer at the end, not one per batch.
+    hits = torch.zeros(len(cutoffs), dtype=torch.float64, device=device)  # [C]
+    ndcg = torch.zeros(len(cutoffs), dtype=torch.float64, device=device)  # [C]
+    rr_at = torch.zeros(len(cutoffs), dtype=torch.float64, device=device)  # [C]
+    rr = torch.zeros((), dtype=torch.float64, device=device)
+    bias = torch.zeros((), dtype=torch.float64, device=device)
+    bias_n = torch.zeros((), dtype=torch.float64, device=device)
+    cut = torch.tensor(cutoffs, dtype=torch.float64, device=device)  # [C]
+    percentile = (
+        popularity_percentiles(item_counts, n_items).to(device) if item_counts is not None else None
+    )  # [N + 1]
     recommended = torch.zeros(n_items + 1, dtype=torch.bool, device=device)  # [N + 1]
     for start in range(0, len(inputs), batch_size):
         batch_inputs = left_pad(inputs[start:start + batch_size]).to(device)  # [B, L]
@@ -82,21 +127,34 @@ def evaluate(
         ranks = (scores >= target_scores).sum(dim=1).to(torch.float64)  # [B], 1 = best
         # Unknown (index 0) and seen targets sit at -inf; a NaN score ranks nowhere either.
         valid = (batch_targets > 0) & torch.isfinite(target_scores.squeeze(1))  # [B]
-        in_top = valid & (ranks <= k)  # [B]
-        hits += in_top.sum().item()
-        ndcg += torch.where(in_top, 1.0 / torch.log2(ranks + 1.0), torch.zeros_like(ranks)).sum().item()
-        rr += torch.where(valid, 1.0 / ranks.clamp(min=1.0), torch.zeros_like(ranks)).sum().item()
+        in_top = valid.unsqueeze(1) & (ranks.unsqueeze(1) <= cut)  # [B, C]
+        hits += in_top.sum(dim=0)
+        gain = (1.0 / torch.log2(ranks + 1.0)).unsqueeze(1)  # [B, 1]
+        ndcg += torch.where(in_top, gain, torch.zeros_like(gain)).sum(dim=0)
+        recip = (1.0 / ranks.clamp(min=1.0)).unsqueeze(1)  # [B, 1]
+        rr_at += torch.where(in_top, recip, torch.zeros_like(recip)).sum(dim=0)
+        rr += torch.where(valid, recip.squeeze(1), torch.zeros_like(ranks)).sum()
 
         top_scores, top_items = scores.topk(min(k, n_items + 1), dim=1)  # [B, k], [B, k]
-        recommended[top_items[torch.isfinite(top_scores)]] = True
+        finite = torch.isfinite(top_scores)  # [B, k]
+        recommended[top_items[finite]] = True
+        if percentile is not None:
+            bias += torch.where(finite, percentile[top_items], torch.zeros_like(percentile[top_items])).sum()
+            bias_n += finite.sum()
     n = len(inputs)
     recommended[0] = False
-    return {
-        f"hr_at_{k}": hits / n,
-        f"ndcg_at_{k}": ndcg / n,
-        "mrr": rr / n,
-        f"coverage_at_{k}": recommended.sum().item() / n_items if n_items else 0.0,
-    }
+    hits_l, ndcg_l, rr_at_l = (hits / n).tolist(), (ndcg / n).tolist(), (rr_at / n).tolist()
+    metrics: dict[str, float] = {}
+    for i, c in enumerate(cutoffs):
+        metrics[f"hr_at_{c}"] = hits_l[i]
+        metrics[f"ndcg_at_{c}"] = ndcg_l[i]
+    metrics["mrr"] = rr.item() / n
+    for i, c in enumerate(cutoffs):
+        metrics[f"mrr_at_{c}"] = rr_at_l[i]
+    metrics[f"coverage_at_{k}"] = recommended.sum().item() / n_items if n_items else 0.0
+    if percentile is not None:
+        metrics[f"popularity_bias_at_{k}"] = (bias / bias_n.clamp(min=1)).item()
+    return metrics
 
 
 def evaluate_examples(
@@ -107,10 +165,13 @@ def evaluate_examples(
     k: int = 10,
     batch_size: int = 256,
     device: torch.device | str = "cpu",
+    ks: Sequence[int] = CUTOFFS,
+    item_counts: Mapping[int, int] | torch.Tensor | None = None,
 ) -> dict[str, float]:
     """``evaluate`` on raw examples, encoded with the scorer's own vocabulary."""
     inputs, targets = encode_examples(examples, vocab, max_len)
-    metrics = evaluate(scorer, inputs, targets, vocab.n_items, k=k, batch_size=batch_size, device=device)
+    metrics = evaluate(scorer, inputs, targets, vocab.n_items, k=k, batch_size=batch_size, device=device,
+                       ks=ks, item_counts=item_counts)
     return metrics | {"n_examples": float(len(examples))}
 
 

@@ -1,12 +1,34 @@
 """The one training loop every architecture shares, and its MLflow run + registry version.
 
-``train_model`` trains any registered model on a :class:`~training.data.TemporalSplit` (AdamW,
-full-softmax loss, early stopping on validation NDCG@10), keeps the best epoch's weights chosen on
-validation only, reports the test metrics of that checkpoint and writes the checkpoint file.
+``train_model`` trains any registered model on a split (:class:`training.data.Split`: the
+warehouse's :class:`~training.data.TemporalSplit` or the benchmarks'
+:class:`~training.loo.LeaveOneOutSplit`) with the hyperparameters of a
+:class:`~training.config.TrainConfig`: AdamW, early stopping on the validation metric only,
+the best validated epoch's weights kept, the test metrics of that checkpoint computed once, and
+a resumable checkpoint file written.
+
+What the loop does per model, from the module class's ``objective``:
+
+* ``"next_item"`` (SASRec, GRU4Rec, HSTU; the default): causal, the hidden state at step t is
+  trained to predict item t + 1 on every window of every training sequence;
+* ``"masked"`` (BERT4Rec): a random ``mask_prob`` share of each window's items (at least one
+  per row) is replaced by ``model.mask_token`` and predicted at those positions only; a
+  ``mask_last_prob`` share of rows gets only its last item masked (the next-item case);
+* ``"none"`` (non-neural): built from the training sequences (``fit(config, sequences)``;
+  popularity from the training counts), nothing to optimise, validated once.
+
+Loss: sampled softmax (``training.losses.sampled_softmax_loss``) when the train config (or the
+model config) says ``loss="sampled"``, otherwise full softmax over the catalog. On CUDA the
+forward/backward runs under bf16 autocast and the step loop never waits for the device (the
+loss is summed on the device, read once per epoch); evaluation is always fp32. Deterministic for
+a seed on CPU. Data parallel under ``torchrun`` (see :mod:`training.distributed`).
+
 ``train_and_log`` is the nightly stage: split the warehouse, train the popularity baseline and the
 candidate, log both to one MLflow run and register the candidate's checkpoint as a new version.
 
     python -m training.train --date 2026-11-20 --model sasrec --epochs 20
+    python -m training.train --loo ../shared/data/amazon/Beauty.txt --model sasrec --out /tmp/run
+    torchrun --nproc_per_node=2 -m training.train --loo FILE --model sasrec --out DIR
 """
 
 from __future__ import annotations
@@ -14,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -24,10 +47,12 @@ import torch
 from torch import nn
 
 from pipeline.settings import Settings
-from training.data import TemporalSplit, load_split
+from training import distributed
+from training.config import TrainConfig
+from training.data import Split, TemporalSplit, load_split
 from training.evaluate import evaluate_examples
 from training.losses import full_softmax_loss
-from training.models import MODELS, build_model, make_config
+from training.models import MODELS, make_config, model_classes
 from training.models.baselines import PopularityModel, top_items
 
 EXPERIMENT_NAME = "nightly_recsys"
@@ -36,27 +61,39 @@ CHECKPOINT_FILE = "checkpoint.pt"
 SELECTION_METRIC = "ndcg_at_10"
 N_POPULAR = 100
 
+__all__ = ["TrainConfig", "TrainResult", "train_model", "train_and_log", "training_windows", "item_windows"]
+
 
 @dataclass
 class TrainResult:
     model_name: str
     config: dict[str, Any]
-    checkpoint_path: Path
+    checkpoint_path: Path | None  # None on a DDP rank other than 0 (only rank 0 writes)
     best_epoch: int  # 0 for a model without trainable parameters
     epochs_run: int
-    history: list[dict[str, float]]  # per epoch: epoch, train_loss, val metrics
+    history: list[dict[str, float]]  # per validated epoch: epoch, train_loss, val metrics
     val_metrics: dict[str, float]  # of the best checkpoint
     test_metrics: dict[str, float]  # of the best checkpoint, computed once after selection
     device: str
     train_seconds: float
     model: nn.Module = field(repr=False)  # best weights, eval mode
+    train_config: TrainConfig = field(default_factory=TrainConfig)
+    # Diagnostics of the same single test pass that are not ranking metrics (popularity bias):
+    # kept apart so ``test_metrics`` equals what any Recommender computes on the same examples.
+    test_extra: dict[str, float] = field(default_factory=dict)
+    train_windows: int = 0  # training windows (sequences) per epoch, all ranks together
+    sequences_per_second: float = 0.0  # training windows processed per second of optimisation
+    stopped_by: str = ""  # "epochs", "patience", "time", "diverged" or "" (nothing to train)
+    world_size: int = 1
 
 
-def resolve_device(setting: str = "auto") -> torch.device:
+def resolve_device(setting: str = "auto", local_rank: int = 0) -> torch.device:
     if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("RECSYS_DEVICE=cuda but CUDA is not available")
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    if setting.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {setting!r} requested but CUDA is not available")
+    if setting == "cuda" and distributed.env_world_size() > 1:
+        return torch.device("cuda", local_rank)
     return torch.device(setting)
 
 
@@ -87,6 +124,68 @@ def training_windows(sequences: list[list[int]], max_len: int) -> tuple[torch.Te
     return x, y
 
 
+def item_windows(sequences: list[list[int]], max_len: int) -> torch.Tensor:
+    """The masked objective's windows: each sequence cut from its end into non-overlapping
+    windows of at most ``max_len`` items (windows of one item dropped), left-padded ``[W, max_len]``."""
+    rows: list[list[int]] = []
+    for seq in sequences:
+        end = len(seq)
+        while end >= 2:
+            start = max(0, end - max_len)
+            rows.append(seq[start:end])
+            end = start
+    if not rows:
+        raise ValueError("no training sequence has two items: nothing to learn from")
+    x = torch.zeros(len(rows), max_len, dtype=torch.long)  # [W, max_len]
+    for row, items in enumerate(rows):
+        x[row, max_len - len(items):] = torch.tensor(items, dtype=torch.long)
+    return x
+
+
+def mask_batch(
+    x: torch.Tensor, mask_token: int, mask_prob: float, mask_last_prob: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x [B, L]`` (CPU, left-padded) -> (masked inputs, targets) for the masked objective.
+
+    A ``mask_prob`` share of each row's items is masked, at least one per row (the last item
+    when the draw picked none); a ``mask_last_prob`` share of rows has only its last item masked.
+    Targets hold the original item at masked positions and 0 elsewhere.
+    """
+    is_item = x != 0  # [B, L]
+    masked = (torch.rand(x.shape, generator=generator) < mask_prob) & is_item  # [B, L]
+    if mask_last_prob > 0:
+        last_only = torch.rand(x.shape[0], generator=generator) < mask_last_prob  # [B]
+        masked[last_only] = False
+        masked[last_only, -1] = True
+    none = ~masked.any(dim=1)  # [B]
+    masked[none, -1] = True  # left padding: the last column is always an item
+    inputs = torch.where(masked, torch.full_like(x, mask_token), x)  # [B, L]
+    targets = torch.where(masked, x, torch.zeros_like(x))  # [B, L]
+    return inputs, targets
+
+
+def batches(
+    order: torch.Tensor, lengths: torch.Tensor, batch_size: int, buckets: int, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """Index batches of an epoch from the (shuffled, sharded) ``order``.
+
+    ``buckets == 0``: consecutive slices of ``order``. Otherwise every run of ``buckets *
+    batch_size`` windows is sorted by length (stable) and sliced, and the batches' order is
+    shuffled with ``generator``: each batch is padded to about its own length, and the epoch
+    still visits every window exactly once, deterministically for a seed.
+    """
+    if buckets <= 0:
+        return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    out: list[torch.Tensor] = []
+    chunk = buckets * batch_size
+    for s in range(0, len(order), chunk):
+        part = order[s:s + chunk]  # [<= chunk]
+        part = part[torch.sort(lengths[part], stable=True).indices]
+        out += [part[b:b + batch_size] for b in range(0, len(part), batch_size)]
+    perm = torch.randperm(len(out), generator=generator).tolist()
+    return [out[i] for i in perm]
+
+
 def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     # nanoGPT's split: matrices (incl. embeddings) decay; biases and LayerNorm gains do not.
     params = [p for p in model.parameters() if p.requires_grad]
@@ -103,103 +202,326 @@ def _scorer(model: nn.Module):
     return score
 
 
-def _build(model_name: str, split: TemporalSplit, overrides: dict[str, Any] | None) -> tuple[Any, nn.Module]:
+def objective_of(model_name: str) -> str:
+    """The module class's ``objective``; popularity (and any class without one and without
+    trainable parameters) is ``"none"``, anything else defaults to ``"next_item"``."""
+    _, model_cls = model_classes(model_name)
+    objective = getattr(model_cls, "objective", None)
+    if objective is None:
+        objective = "none" if model_cls is PopularityModel else "next_item"
+    if objective not in ("next_item", "masked", "none"):
+        raise ValueError(f"{model_name}: unknown objective {objective!r}")
+    return objective
+
+
+def _build(model_name: str, split: Split, overrides: dict[str, Any] | None) -> tuple[Any, nn.Module]:
     config = make_config(
         model_name, n_items=split.vocab.n_items, max_len=split.max_len, **(overrides or {})
     )
-    if model_name == "popularity":
-        return config, PopularityModel.from_counts(config, split.train_item_counts)
-    return config, build_model(model_name, config)
+    _, model_cls = model_classes(model_name)
+    if objective_of(model_name) == "none":
+        if hasattr(model_cls, "fit"):
+            return config, model_cls.fit(config, split.train_sequences)
+        if hasattr(model_cls, "from_counts"):
+            return config, model_cls.from_counts(config, split.train_item_counts)
+    return config, model_cls(config)
+
+
+def _loss_kind(train_config: TrainConfig, model_config: Any) -> str:
+    return train_config.loss or getattr(model_config, "loss", None) or "full"
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def _progress_enabled(train_config: TrainConfig, ctx: distributed.DistContext) -> bool:
+    if not ctx.is_main:
+        return False
+    if train_config.progress is not None:
+        return train_config.progress
+    return sys.stderr.isatty()
 
 
 def train_model(
     settings: Settings,
-    split: TemporalSplit,
+    split: Split,
     model_name: str = "sasrec",
-    epochs: int = 20,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    weight_decay: float = 0.01,
-    patience: int = 3,
+    train_config: TrainConfig | None = None,
     model_config: dict[str, Any] | None = None,
     checkpoint_path: Path | None = None,
+    resume_from: Path | str | None = None,
+    **overrides: Any,
 ) -> TrainResult:
-    """Train ``model_name`` on ``split``; keep the epoch with the best validation NDCG@10.
+    """Train ``model_name`` on ``split``; keep the epoch with the best validation metric.
 
-    Deterministic for a given ``settings.seed`` on CPU (seeded init, dropout and shuffling).
-    On CUDA the forward/backward runs under bf16 autocast; evaluation is always fp32.
+    ``train_config`` (default ``TrainConfig()``) holds the hyperparameters; keyword
+    ``overrides`` (``epochs=6, lr=3e-3``, ...) replace its fields. ``model_config``: overrides
+    of the model's config dataclass. ``resume_from``: a checkpoint this function wrote; the model,
+    optimizer, epoch, best state, early-stopping counter and RNG states are restored and training
+    continues up to ``epochs`` (the same run as an uninterrupted one, on CPU).
+
+    Deterministic for a given seed on CPU (seeded init, dropout, shuffling, masking, sampling).
     """
-    if epochs < 1:
-        raise ValueError("epochs must be >= 1")
-    device = resolve_device(settings.device)
-    torch.manual_seed(settings.seed)  # parameter init and dropout masks
-    shuffle_rng = torch.Generator().manual_seed(settings.seed)
-    config, model = _build(model_name, split, model_config)
+    tc = (train_config or TrainConfig()).with_overrides(**overrides)
+    seed = settings.seed if tc.seed is None else tc.seed
+    ctx = distributed.setup("cuda" if str(tc.device or settings.device).startswith("cuda") else "cpu")
+    try:
+        return _train(settings, split, model_name, tc, seed, ctx, model_config, checkpoint_path, resume_from)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _train(
+    settings: Settings,
+    split: Split,
+    model_name: str,
+    tc: TrainConfig,
+    seed: int,
+    ctx: distributed.DistContext,
+    model_overrides: dict[str, Any] | None,
+    checkpoint_path: Path | None,
+    resume_from: Path | str | None,
+) -> TrainResult:
+    device = resolve_device(tc.device or settings.device, ctx.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    torch.manual_seed(seed)  # parameter init (identical on every rank)
+    objective = objective_of(model_name)
+    config, model = _build(model_name, split, model_overrides)
     model.to(device)
+    if ctx.enabled:
+        torch.manual_seed(seed + ctx.rank)  # dropout masks differ per rank, like their data
+    shuffle_rng = torch.Generator().manual_seed(seed)  # the same permutation on every rank
+    mask_rng = torch.Generator().manual_seed(seed + 1000 + ctx.rank)
+    sample_rng = torch.Generator(device=device).manual_seed(seed + 2000 + ctx.rank)
+    loss_kind = _loss_kind(tc, config)
     started = time.monotonic()
+    if checkpoint_path is None:
+        checkpoint_path = settings.models_dir / (getattr(split, "as_of", None) or "latest") / f"{model_name}.pt"
+    checkpoint_path = Path(checkpoint_path)
 
     def validate() -> dict[str, float]:
         model.eval()
         return evaluate_examples(
-            _scorer(model), split.val_examples, split.vocab, split.max_len, device=device
+            _scorer(model), split.val_examples, split.vocab, split.max_len, device=device,
+            batch_size=tc.eval_batch_size,
         )
 
     history: list[dict[str, float]] = []
-    trainable = any(p.requires_grad for p in model.parameters())
+    trainable = objective != "none" and any(p.requires_grad for p in model.parameters())
+    n_windows, seqs_per_s, stopped_by = 0, 0.0, ""
+    optimizer = None
+    resume_state: dict[str, Any] | None = None
+    best_val: dict[str, float] | None
     if not trainable:
-        # Nothing to optimise: the "best checkpoint" is the model as built from training counts.
-        best_val, best_epoch, epochs_run = validate(), 0, 0
-        best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        # Nothing to optimise: the "best checkpoint" is the model as built from training data.
+        best_val = validate() if ctx.is_main else {}
+        best_epoch, epochs_run = 0, 0
+        best_state = _cpu_state(model)
     else:
         if not split.val_examples:
             raise ValueError("no validation examples: cannot select a checkpoint")
-        inputs, targets = training_windows(split.train_sequences, split.max_len)  # [W, L] x2
-        optimizer = _optimizer(model, lr, weight_decay)
-        use_bf16 = device.type == "cuda"
+        if objective == "masked":
+            inputs = item_windows(split.train_sequences, split.max_len)  # [W, L]
+            targets = None
+            mask_token = int(model.mask_token)
+        else:
+            inputs, targets = training_windows(split.train_sequences, split.max_len)  # [W, L] x2
+        n_windows = int(inputs.shape[0])
+        lengths = (inputs != 0).sum(dim=1)  # [W]
+        optimizer = _optimizer(model, tc.lr, tc.weight_decay)
+        net = distributed.wrap(model, ctx, device)
+        use_bf16 = device.type == "cuda" and tc.bf16
+        if loss_kind == "sampled":
+            from training.losses import sampled_softmax_loss
+        n_negatives = tc.n_negatives or getattr(config, "n_negatives", None) or 256
+        mask_prob = tc.mask_prob if tc.mask_prob is not None else getattr(config, "mask_prob", 0.2)
         best_val, best_epoch, best_state, epochs_run, stale = None, 0, None, 0, 0
-        for epoch in range(1, epochs + 1):
-            model.train()
-            order = torch.randperm(inputs.shape[0], generator=shuffle_rng)  # [W]
-            loss_sum, n_targets = 0.0, 0
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]  # [B]
-                x, y = inputs[idx], targets[idx]  # [B, max_len] x2
-                # Drop the columns that are padding in every row of this batch.
+        first_epoch = 1
+        if resume_from is not None:
+            state = torch.load(Path(resume_from), map_location="cpu", weights_only=True)
+            if state.get("model_name") != model_name or "resume" not in state:
+                raise ValueError(f"{resume_from} is not a resumable {model_name} checkpoint")
+            r = state["resume"]
+            model.load_state_dict(r["model"])
+            optimizer.load_state_dict(r["optimizer"])
+            first_epoch = int(r["epoch"]) + 1
+            epochs_run = int(r["epoch"])
+            best_epoch, stale = int(state["best_epoch"]), int(r["stale"])
+            best_val = state["metrics"]["val"] or None
+            best_state = state["state_dict"]
+            history = list(state["history"])
+            torch.set_rng_state(r["torch_rng"])
+            shuffle_rng.set_state(r["shuffle_rng"])
+            mask_rng.set_state(r["mask_rng"])
+            if device.type == "cpu" and "sample_rng" in r:
+                sample_rng.set_state(r["sample_rng"])
+            if device.type == "cuda" and r.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(r["cuda_rng"], device)
+            seconds_before = float(r.get("train_seconds", 0.0))
+            started -= seconds_before
+        steps_seconds, steps_windows = 0.0, 0
+        bar = None
+        if _progress_enabled(tc, ctx):
+            from tqdm import tqdm
+
+            bar = tqdm(total=tc.epochs, initial=first_epoch - 1, unit="epoch", desc=model_name,
+                       dynamic_ncols=True)
+        for epoch in range(first_epoch, tc.epochs + 1):
+            net.train()
+            order = distributed.shard(torch.randperm(n_windows, generator=shuffle_rng), ctx)  # [W / world]
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            n_targets = 0
+            epoch_started = time.monotonic()
+            for idx in batches(order, lengths, tc.batch_size, tc.length_buckets, shuffle_rng):  # [B]
+                x = inputs[idx]  # [B, max_len], CPU
+                # Drop the columns that are padding in every row of this batch (a CPU reduction:
+                # no device sync).
                 width = int((x != 0).sum(dim=1).max())
-                x, y = x[:, -width:].to(device), y[:, -width:].to(device)  # [B, L] x2
+                x = x[:, -width:]  # [B, L]
+                if objective == "masked":
+                    x, y = mask_batch(x, mask_token, mask_prob, tc.mask_last_prob, mask_rng)  # [B, L] x2
+                else:
+                    y = targets[idx][:, -width:]  # [B, L]
+                n = int((y != 0).sum())
+                x = x.to(device, non_blocking=True)
+                y = y.to(device, non_blocking=True)
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    hidden = model(x)  # [B, L, D]
-                    loss = full_softmax_loss(hidden, y, model.output_embeddings)
+                    hidden = net(x)  # [B, L, D]
+                    if loss_kind == "sampled":
+                        loss = sampled_softmax_loss(hidden, y, model.output_embeddings,
+                                                    n_negatives=n_negatives, generator=sample_rng)
+                    else:
+                        loss = full_softmax_loss(hidden, y, model.output_embeddings)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                if tc.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
                 optimizer.step()
-                n = int((y != 0).sum())
-                loss_sum += loss.item() * n
+                loss_sum += loss.detach().to(torch.float64) * n
                 n_targets += n
-            val = validate()
+            train_loss = loss_sum.item() / max(n_targets, 1)  # the epoch's one host sync
+            steps_seconds += time.monotonic() - epoch_started
+            steps_windows += len(order) * ctx.world_size
             epochs_run = epoch
-            train_loss = loss_sum / n_targets
-            history.append({"epoch": epoch, "train_loss": train_loss} | {f"val_{k}": v for k, v in val.items()})
-            if not math.isfinite(train_loss):
-                break  # diverged: keep whatever was best before
-            if best_val is None or val[SELECTION_METRIC] > best_val[SELECTION_METRIC]:
-                best_val, best_epoch, stale = val, epoch, 0
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            else:
-                stale += 1
-                if stale >= patience:
-                    break
-        if best_state is None or best_val is None:
+            elapsed = time.monotonic() - started
+            out_of_time = tc.max_train_seconds is not None and elapsed >= tc.max_train_seconds
+            # Rank 0's clock and loss decide for every rank, so all of them validate (and stop)
+            # at the same epoch.
+            out_of_time, diverged = (bool(v) for v in distributed.broadcast_flags(
+                [int(out_of_time), int(not math.isfinite(train_loss))], ctx, device))
+            last = epoch == tc.epochs or out_of_time or diverged
+            stop = improved = 0
+            if epoch % tc.eval_every == 0 or last:
+                if ctx.is_main:
+                    val = validate()
+                    row = {"epoch": epoch, "train_loss": train_loss, "seconds": elapsed}
+                    history.append(row | {f"val_{k}": v for k, v in val.items()})
+                    if diverged:
+                        stop, stopped_by = 1, "diverged"  # keep whatever was best before
+                    elif best_val is None or val[tc.selection_metric] > best_val[tc.selection_metric]:
+                        best_val, best_epoch, stale, improved = val, epoch, 0, 1
+                    else:
+                        stale += 1
+                        if stale >= tc.patience:
+                            stop, stopped_by = 1, "patience"
+                stop, improved, best_epoch = distributed.broadcast_flags([stop, improved, best_epoch], ctx, device)
+                if improved:
+                    best_state = _cpu_state(model)
+            if out_of_time and not stop:
+                stop, stopped_by = 1, "time"
+            if bar is not None:
+                bar.update(1)
+                postfix = {"loss": f"{train_loss:.4f}", "seq/s": f"{steps_windows / max(steps_seconds, 1e-9):.0f}"}
+                if best_val:
+                    postfix[f"best_{tc.selection_metric}"] = f"{best_val[tc.selection_metric]:.4f}"
+                bar.set_postfix(postfix)
+            resume_state = {
+                "model": _cpu_state(model),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch,
+                "stale": stale,
+                "torch_rng": torch.get_rng_state(),
+                "shuffle_rng": shuffle_rng.get_state(),
+                "mask_rng": mask_rng.get_state(),
+                "sample_rng": sample_rng.get_state() if device.type == "cpu" else None,
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "train_seconds": time.monotonic() - started,
+            }
+            if stop:
+                break
+            if tc.checkpoint_every and epoch % tc.checkpoint_every == 0 and ctx.is_main and best_state is not None:
+                _save(checkpoint_path, _checkpoint(
+                    model_name, config, split, best_state, best_val, {}, {}, best_epoch, history, tc, seed,
+                    device, epochs_run, ctx, resume_state, None,
+                ))
+        else:
+            stopped_by = "epochs"
+        if bar is not None:
+            bar.close()
+        if best_state is None or (ctx.is_main and best_val is None):
             raise RuntimeError("training diverged in its first epoch; no checkpoint to keep")
+        seqs_per_s = steps_windows / max(steps_seconds, 1e-9)
         model.load_state_dict(best_state)
 
     model.eval()
-    # The test window is scored once, by the checkpoint chosen on validation only.
-    test = evaluate_examples(_scorer(model), split.test_examples, split.vocab, split.max_len, device=device)
+    test: dict[str, float] = {}
+    extra: dict[str, float] = {}
+    fingerprints = distributed.all_fingerprints(best_state, ctx)
+    if ctx.is_main:
+        # The test examples are scored once, by the checkpoint chosen on validation only.
+        scored = evaluate_examples(
+            _scorer(model), split.test_examples, split.vocab, split.max_len, device=device,
+            batch_size=tc.eval_batch_size, item_counts=split.train_item_counts,
+        )
+        extra = {k: v for k, v in scored.items() if k.startswith("popularity_bias_at_")}
+        test = {k: v for k, v in scored.items() if k not in extra}
     seconds = time.monotonic() - started
 
+    written: Path | None = None
+    if ctx.is_main:
+        ddp = {"world_size": ctx.world_size, "rank_fingerprints": fingerprints,
+               "ranks_identical": len(set(fingerprints)) == 1} if ctx.enabled else None
+        _save(checkpoint_path, _checkpoint(
+            model_name, config, split, best_state, best_val or {}, test, extra, best_epoch, history, tc, seed,
+            device, epochs_run, ctx, resume_state, ddp,
+            summary={"train_seconds": seconds, "sequences_per_second": seqs_per_s, "train_windows": n_windows,
+                     "stopped_by": stopped_by, "loss_used": loss_kind if trainable else None, "objective": objective},
+        ))
+        written = checkpoint_path
+    return TrainResult(
+        model_name=model_name,
+        config=asdict(config),
+        checkpoint_path=written,
+        best_epoch=best_epoch,
+        epochs_run=epochs_run,
+        history=history,
+        val_metrics=best_val or {},
+        test_metrics=test,
+        device=str(device),
+        train_seconds=seconds,
+        model=model,
+        train_config=tc,
+        test_extra=extra,
+        train_windows=n_windows,
+        sequences_per_second=seqs_per_s,
+        stopped_by=stopped_by,
+        world_size=ctx.world_size,
+    )
+
+
+def _checkpoint(
+    model_name: str, config: Any, split: Split, best_state: dict, best_val: dict | None, test: dict,
+    extra: dict, best_epoch: int, history: list, tc: TrainConfig, seed: int, device: torch.device,
+    epochs_run: int, ctx: distributed.DistContext, resume_state: dict | None, ddp: dict | None,
+    summary: dict | None = None,
+) -> dict[str, Any]:
     popular = top_items(split.train_item_counts, N_POPULAR)
+    # The TrainConfig as run (seed and device resolved), then what the run did.
+    train = tc.to_dict() | {"seed": seed, "device": str(device)} | {
+        "epochs_run": epochs_run, "world_size": ctx.world_size,
+    } | (summary or {})
     checkpoint = {
         "model_name": model_name,
         "config": asdict(config),
@@ -207,34 +529,24 @@ def train_model(
         "item_ids": list(split.vocab.item_ids),
         "popular_item_ids": [split.vocab.item(i) for i, _ in popular],
         "popular_item_counts": [int(c) for _, c in popular],
-        "metrics": {"val": best_val, "test": test},
+        "metrics": {"val": best_val or {}, "test": test, "test_extra": extra},
         "best_epoch": best_epoch,
         "history": history,
         "split": split.info(),
-        "train": {
-            "epochs": epochs, "epochs_run": epochs_run, "batch_size": batch_size, "lr": lr,
-            "weight_decay": weight_decay, "patience": patience, "seed": settings.seed,
-            "device": str(device), "selection_metric": f"val_{SELECTION_METRIC}",
-        },
+        "train": train,
     }
-    if checkpoint_path is None:
-        checkpoint_path = settings.models_dir / (split.as_of or "latest") / f"{model_name}.pt"
-    checkpoint_path = Path(checkpoint_path)
-    checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, checkpoint_path)
-    return TrainResult(
-        model_name=model_name,
-        config=asdict(config),
-        checkpoint_path=checkpoint_path,
-        best_epoch=best_epoch,
-        epochs_run=epochs_run,
-        history=history,
-        val_metrics=best_val,
-        test_metrics=test,
-        device=str(device),
-        train_seconds=seconds,
-        model=model,
-    )
+    if resume_state is not None:
+        checkpoint["resume"] = resume_state
+    if ddp is not None:
+        checkpoint["ddp"] = ddp
+    return checkpoint
+
+
+def _save(path: Path, checkpoint: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(checkpoint, tmp)
+    tmp.replace(path)
 
 
 # ---------------------------------------------------------------- MLflow
@@ -284,19 +596,22 @@ def train_and_log(
     settings: Settings,
     run_date: date | str,
     model_name: str = "sasrec",
-    epochs: int = 20,
+    epochs: int | None = None,
     *,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    weight_decay: float = 0.01,
-    patience: int = 3,
+    train_config: TrainConfig | None = None,
     model_config: dict[str, Any] | None = None,
     test_days: int = 1,
     val_days: int = 1,
+    **overrides: Any,
 ) -> dict[str, Any]:
-    """Nightly training stage; returns a JSON-serialisable summary (the DAG's XCom)."""
+    """Nightly training stage; returns a JSON-serialisable summary (the DAG's XCom).
+
+    ``epochs`` and keyword ``overrides`` (``batch_size=``, ``lr=``, ...) replace fields of
+    ``train_config`` (default ``TrainConfig()``).
+    """
     from mlflow.entities import Metric, Param, RunTag
 
+    tc = (train_config or TrainConfig()).with_overrides(epochs=epochs, **overrides)
     run_date = run_date.isoformat() if isinstance(run_date, date) else str(run_date)
     split = load_split(settings, as_of=run_date, test_days=test_days, val_days=val_days)
     client = mlflow_client(settings)
@@ -310,26 +625,29 @@ def train_and_log(
     try:
         out_dir = settings.models_dir / run_date / run_id
         baseline = train_model(
-            settings, split, "popularity", epochs=1,
+            settings, split, "popularity", TrainConfig(epochs=1, device=tc.device, seed=tc.seed),
             checkpoint_path=out_dir / "popularity" / CHECKPOINT_FILE,
         )
         result = train_model(
-            settings, split, model_name, epochs=epochs, batch_size=batch_size, lr=lr,
-            weight_decay=weight_decay, patience=patience, model_config=model_config,
+            settings, split, model_name, tc, model_config=model_config,
             checkpoint_path=out_dir / CHECKPOINT_ARTIFACT_DIR / CHECKPOINT_FILE,
         )
+        epochs = tc.epochs
+        seed = settings.seed if tc.seed is None else tc.seed
 
         now = int(time.time() * 1000)
         params = {
+            **_flat("train.", {k: v for k, v in tc.to_dict().items() if v is not None}),
             "model_name": model_name, "run_date": run_date, "epochs": epochs,
-            "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
-            "patience": patience, "seed": settings.seed, "device": result.device,
-            "selection_metric": f"val_{SELECTION_METRIC}",
+            "batch_size": tc.batch_size, "lr": tc.lr, "weight_decay": tc.weight_decay,
+            "patience": tc.patience, "seed": seed, "device": result.device,
+            "selection_metric": f"val_{tc.selection_metric}",
             **_flat("model.", result.config),
             **_flat("split.", {k: v for k, v in split.info().items() if not k.startswith("n_")}),
         }
         metrics = {
             **result.test_metrics,
+            **result.test_extra,
             **_flat("val_", result.val_metrics),
             **_flat("popularity_", baseline.test_metrics),
             **_flat("popularity_val_", baseline.val_metrics),
@@ -342,7 +660,7 @@ def train_and_log(
         # selected checkpoint's, and sharing its key would make MLflow show the last epoch's.
         for row in result.history:
             batch.append(Metric("train_loss", row["train_loss"], now, int(row["epoch"])))
-            batch.append(Metric(f"epoch_val_{SELECTION_METRIC}", row[f"val_{SELECTION_METRIC}"], now,
+            batch.append(Metric(f"epoch_val_{tc.selection_metric}", row[f"val_{tc.selection_metric}"], now,
                                 int(row["epoch"])))
         client.log_batch(
             run_id,
@@ -360,7 +678,7 @@ def train_and_log(
             source=f"{run.info.artifact_uri}/{CHECKPOINT_ARTIFACT_DIR}",
             run_id=run_id,
             tags={"run_date": run_date, "model_name": model_name,
-                  f"test_{SELECTION_METRIC}": f"{result.test_metrics[SELECTION_METRIC]:.6f}"},
+                  f"test_{tc.selection_metric}": f"{result.test_metrics[tc.selection_metric]:.6f}"},
             description=f"{model_name} trained on data up to {split.val_start.isoformat()} "
                         f"(run {run_date})",
         )
@@ -395,16 +713,54 @@ def train_and_log(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--date", required=True, type=date.fromisoformat, help="run date (YYYY-MM-DD)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--date", type=date.fromisoformat,
+                        help="nightly run date (YYYY-MM-DD): warehouse split, MLflow run, registry")
+    source.add_argument("--loo", type=Path, metavar="FILE",
+                        help="leave-one-out split of a `user item item ...` file; no MLflow")
     parser.add_argument("--model", default="sasrec", choices=sorted(MODELS))
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--patience", type=int)
+    parser.add_argument("--eval-every", type=int)
+    parser.add_argument("--max-train-seconds", type=float)
+    parser.add_argument("--loss", choices=("full", "sampled"))
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", help="auto, cpu, cuda (default: RECSYS_DEVICE)")
+    parser.add_argument("--max-len", type=int, default=50, help="--loo only")
+    parser.add_argument("--model-config", type=json.loads, default=None, metavar="JSON",
+                        help='model config overrides, e.g. \'{"d_model": 64}\'')
+    parser.add_argument("--out", type=Path, help="--loo: checkpoint folder (default: models dir)")
+    parser.add_argument("--resume-from", type=Path, help="--loo: continue this checkpoint's run")
+    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    summary = train_and_log(
-        Settings.from_env(), args.date, model_name=args.model, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr,
+    tc = TrainConfig().with_overrides(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        patience=args.patience, eval_every=args.eval_every, max_train_seconds=args.max_train_seconds,
+        loss=args.loss, seed=args.seed, device=args.device, progress=False if args.no_progress else None,
     )
+    settings = Settings.from_env()
+    if args.date is not None:
+        summary = train_and_log(settings, args.date, model_name=args.model, train_config=tc,
+                                model_config=args.model_config)
+    else:
+        from training.loo import load_loo_split
+
+        split = load_loo_split(args.loo, max_len=args.max_len)
+        out = args.out or settings.models_dir / "loo" / split.dataset
+        result = train_model(settings, split, args.model, tc, model_config=args.model_config,
+                             checkpoint_path=out / args.model / CHECKPOINT_FILE, resume_from=args.resume_from)
+        if result.checkpoint_path is None:
+            return  # a DDP rank other than 0: rank 0 reports
+        summary = {
+            "model_name": args.model, "checkpoint_path": str(result.checkpoint_path),
+            "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped_by": result.stopped_by,
+            "val_metrics": result.val_metrics, "test_metrics": result.test_metrics | result.test_extra,
+            "train_seconds": result.train_seconds, "sequences_per_second": result.sequences_per_second,
+            "world_size": result.world_size, "device": result.device, "split": split.info(),
+        }
     print(json.dumps(summary, indent=2))
 
 

@@ -136,3 +136,13 @@ def test_empty_training_period_is_an_error(settings, synth):
     synth.write(settings.warehouse_path, [("u", ["a", "b"], [T - timedelta(hours=3), T])])
     with pytest.raises(ValueError, match="no training events"):
         load_split(settings)
+
+
+def test_both_protocols_produce_the_loops_split(settings, synth):
+    from training.data import Split
+    from training.loo import leave_one_out_split
+
+    synth.write(settings.warehouse_path, synth.ring_rows())
+    temporal = load_split(settings)
+    loo = leave_one_out_split([("u", ["a", "b", "c", "d"])])
+    assert isinstance(temporal, Split) and isinstance(loo, Split)

@@ -100,3 +100,48 @@ def test_raw_examples_are_encoded_with_the_scorers_vocabulary():
     # u1: a excluded -> b rank 1, c rank 2; u2: miss.
     assert m["hr_at_10"] == pytest.approx(1 / 2)
     assert m["mrr"] == pytest.approx((1 / 2) / 2)
+
+
+def test_cutoffs_10_20_50_and_mrr_at_k_by_hand():
+    # 60 items; the scorer ranks items by index descending (item 60 best). Inputs exclude nothing
+    # relevant (item 1 is last anyway). Targets land at known ranks: 5, 15, 40 and 55.
+    n_items = 60
+
+    def scorer(input_ids: torch.Tensor) -> torch.Tensor:
+        row = torch.cat([torch.tensor([0.0]), torch.arange(1, n_items + 1, dtype=torch.float32)])
+        return row.repeat(input_ids.shape[0], 1)  # [B, N + 1]
+
+    inputs = [[1]] * 4  # item 1 excluded: it ranks last, so ranks of the others are unchanged
+    ranks = [5, 15, 40, 55]
+    targets = [n_items + 1 - r for r in ranks]
+    m = evaluate(scorer, inputs, targets, n_items)
+
+    def ndcg(cut):
+        return sum(1 / math.log2(r + 1) for r in ranks if r <= cut) / 4
+
+    def mrr(cut):
+        return sum(1 / r for r in ranks if r <= cut) / 4
+
+    assert m["hr_at_10"] == pytest.approx(1 / 4)
+    assert m["hr_at_20"] == pytest.approx(2 / 4)
+    assert m["hr_at_50"] == pytest.approx(3 / 4)
+    for cut in (10, 20, 50):
+        assert m[f"ndcg_at_{cut}"] == pytest.approx(ndcg(cut))
+        assert m[f"mrr_at_{cut}"] == pytest.approx(mrr(cut))
+    assert m["mrr"] == pytest.approx(mrr(10**9))  # the full ranking: rank 55 counts too
+    assert m["coverage_at_10"] == pytest.approx(10 / 60)  # the same 10 items for everyone
+    assert "popularity_bias_at_10" not in m  # only with training counts
+
+
+def test_popularity_bias_is_the_mean_percentile_of_recommended_items():
+    from collections import Counter
+
+    from training.evaluate import popularity_percentiles
+
+    counts = Counter({1: 10, 2: 5, 3: 5, 4: 1})  # item 5 never seen in training
+    pct = popularity_percentiles(counts, 5)
+    # Share of the 5 catalog items with a strictly lower count.
+    assert pct.tolist() == pytest.approx([0.0, 4 / 5, 2 / 5, 2 / 5, 1 / 5, 0.0])
+    scores = [[0.0, 5.0, 4.0, 3.0, 2.0, 1.0]]  # top-2 after excluding input item 2: items 1, 3
+    m = evaluate(fixed_scorer(scores), [[2]], [3], 5, k=2, item_counts=counts)
+    assert m["popularity_bias_at_2"] == pytest.approx((4 / 5 + 2 / 5) / 2)

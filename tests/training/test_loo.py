@@ -1,0 +1,113 @@
+"""Leave-one-out split of Amazon-format files, and the Amazon benchmark harness on a tiny file."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import sys
+
+import pytest
+
+from training.loo import leave_one_out_split, load_loo_split, read_user_sequences
+
+
+def write_amazon(path: Path, n_users: int = 60, n_items: int = 30, seed: int = 0) -> Path:
+    """``user item item ...`` lines: users walk a ring of items (learnable next item)."""
+    rng = random.Random(seed)
+    lines = []
+    for u in range(1, n_users + 1):
+        current = rng.randint(1, n_items)
+        items = []
+        for _ in range(rng.randint(5, 12)):
+            items.append(current)
+            current = current % n_items + 1 if rng.random() < 0.85 else rng.randint(1, n_items)
+        lines.append(f"{u} " + " ".join(map(str, items)))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_split_per_user(tmp_path):
+    path = tmp_path / "Toy.txt"
+    path.write_text("1 5 6 7 8\n2 10 2 3\n3 4 9\n\n4 1 2 3 4 5 6 7\n")
+    split = load_loo_split(path, max_len=3)
+    assert split.dataset == "Toy" and split.max_len == 3
+    # Catalog = every item of the file, in numeric order: index = rank of the id.
+    assert split.vocab.item_ids == [str(i) for i in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)]
+    enc = split.vocab.encode
+    # Training = items[:-2]; a user with < 3 items trains on all of them and gives no example.
+    assert split.train_sequences == [enc(["5", "6"]), enc(["10"]), enc(["4", "9"]), enc(list("12345"))]
+    val = {e.user_id: e for e in split.val_examples}
+    test = {e.user_id: e for e in split.test_examples}
+    assert set(val) == set(test) == {"1", "2", "4"}
+    assert val["1"].input_items == ("5", "6") and val["1"].target_item == "7"
+    assert test["1"].input_items == ("5", "6", "7") and test["1"].target_item == "8"
+    assert val["2"].input_items == ("10",) and val["2"].target_item == "2"
+    # Inputs keep the last max_len items.
+    assert val["4"].input_items == ("3", "4", "5") and val["4"].target_item == "6"
+    assert test["4"].input_items == ("4", "5", "6") and test["4"].target_item == "7"
+    # No validation or test target ever reaches the training sequences of its user.
+    assert split.train_item_counts[split.vocab.index("8")] == 0
+    assert split.train_item_counts[split.vocab.index("5")] == 2
+    info = split.info()
+    assert info["protocol"] == "leave_one_out" and info["n_users"] == 4 and info["n_events"] == 16
+
+
+def test_string_ids_and_bad_lines(tmp_path):
+    split = leave_one_out_split([("u", ["b", "a", "c", "d"])], max_len=50)
+    assert split.vocab.item_ids == ["a", "b", "c", "d"]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 2 3\n7\n")
+    with pytest.raises(ValueError, match="at least one item"):
+        read_user_sequences(bad)
+
+
+def test_real_amazon_files_match_the_readme(shared_data):
+    for name, users, items, events in (("Beauty", 22363, 12101, 198502),
+                                       ("Sports_and_Outdoors", 35598, 18357, 296337)):
+        split = load_loo_split(shared_data / "amazon" / f"{name}.txt")
+        assert (split.n_users, split.vocab.n_items, split.n_events) == (users, items, events)
+        assert len(split.val_examples) == len(split.test_examples) == users  # 5-core: >= 5 items
+        assert split.vocab.item_ids[:3] == ["1", "2", "3"]
+
+
+def test_benchmark_harness_writes_records_and_docs(tmp_path):
+    repo_root = str(Path(__file__).resolve().parents[2])
+    if repo_root not in sys.path:  # benchmarks/ is not an installed package
+        sys.path.insert(0, repo_root)
+    from benchmarks import amazon_loo, common
+
+    data = write_amazon(tmp_path / "Tiny.txt")
+    results = tmp_path / "amazon_loo.json"
+    # An earlier record of another model and dataset must survive the run.
+    other = common.record("ndcg_at_10", 0.5, "ratio", dataset="amazon-Other", model="x", baseline=None,
+                          command="c", hardware={}, date="2026-01-01")
+    results.write_text(json.dumps([other]))
+    docs = tmp_path / "benchmarks.md"
+    argv = ["--file", str(data), "--dataset", "Tiny", "--models", "sasrec,popularity", "--epochs", "2",
+            "--max-minutes", "0.2", "--results", str(results), "--docs", str(docs),
+            "--work-dir", str(tmp_path / "work"), "--no-progress"]
+    assert amazon_loo.main(argv) == 0
+    records = json.loads(results.read_text())
+    assert other in records
+    mine = [r for r in records if r["dataset"] == "amazon-Tiny"]
+    assert {r["model"] for r in mine} == {"sasrec", "popularity"}
+    metrics = {r["metric"] for r in mine if r["model"] == "sasrec"}
+    assert {"ndcg_at_10", "hr_at_10", "train_seconds", "sequences_per_second", "peak_rss",
+            "best_epoch"} <= metrics
+    for r in mine:
+        assert set(common.RECORD_KEYS) <= set(r)
+        assert "amazon_loo" in r["command"] and r["hardware"]["usable_cores"] >= 1
+    by = {(r["model"], r["metric"]): r["value"] for r in mine}
+    assert 0.0 <= by[("sasrec", "ndcg_at_10")] <= by[("sasrec", "hr_at_10")] <= 1.0
+    assert by[("sasrec", "peak_rss")] > 0 and by[("sasrec", "sequences_per_second")] > 0
+    assert by[("popularity", "best_epoch")] == 0
+    # A second run of one model replaces only that model's records.
+    argv2 = [a if a != "sasrec,popularity" else "popularity" for a in argv]
+    assert amazon_loo.main(argv2) == 0
+    again = json.loads(results.read_text())
+    assert len(again) == len(records)
+    text = docs.read_text()
+    assert "<!-- BEGIN benchmark: amazon_loo -->" in text and "| Tiny | sasrec |" in text
+    assert "python -m benchmarks.amazon_loo" in text
