@@ -11,12 +11,13 @@ or the repository's ``.recsys/feature_data``.
 import os
 from pathlib import Path
 
-from feast import FileSource
+from feast import FileSource, PushSource
 
 from features.store import (
     FEATURE_DATA_DIR_ENV,
     ITEM_FEATURES_FILE,
     TIMESTAMP_FIELD,
+    USER_EVENTS_PUSH_SOURCE,
     USER_FEATURES_FILE,
 )
 from pipeline.settings import Settings
@@ -48,4 +49,13 @@ item_features_source = FileSource(
     path=str(FEATURE_DATA_DIR / ITEM_FEATURES_FILE),
     timestamp_field=TIMESTAMP_FIELD,
     description="dbt mart item_features: one row per item and active day.",
+)
+
+# Streaming freshness: features/push.py pushes a user's updated recent-item list here as events
+# arrive (PushMode.ONLINE), so recommendations react within the session. History still comes from
+# the batch source: the events reach the lake, dbt and the export the next night.
+user_events_push_source = PushSource(
+    name=USER_EVENTS_PUSH_SOURCE,
+    batch_source=user_features_source,
+    description="Recent-item lists recomputed from live events (features/push.py).",
 )

@@ -27,7 +27,9 @@ user_recent_items = FeatureView(
             description="The user's last K items (time order), the sequence model's input.",
         ),
     ],
-    source=data_sources.user_features_source,
+    # A push source over the mart's batch source: history and materialization read the batch
+    # source; features/push.py updates the online list between nightly runs.
+    source=data_sources.user_events_push_source,
     online=True,
     description="Latest item sequence of each user.",
 )

@@ -17,7 +17,7 @@ import logging
 import os
 import shlex
 import sys
-from datetime import datetime, timedelta
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -38,6 +38,10 @@ ITEM_FEATURES_FILE = "item_features.parquet"
 TIMESTAMP_FIELD = "event_timestamp"
 FEATURE_SERVICE = "recommendation_features"
 USER_JOIN_KEY = "user_id"
+# The push source of the user sequence view (features/push.py writes through it).
+USER_EVENTS_PUSH_SOURCE = "user_events_push"
+USER_SEQUENCE_VIEW = "user_recent_items"
+RECENT_ITEMS_FEATURE = "recent_item_ids"
 ENTITY_KEY_SERIALIZATION_VERSION = 3
 
 # Imported in this order because each one builds on the objects of the previous ones.
@@ -283,14 +287,29 @@ def apply_feature_repo(settings: Settings, *, project: str = PROJECT) -> list[st
 
 
 def materialize(
-    settings: Settings, start: datetime, end: datetime, *, project: str = PROJECT
+    settings: Settings,
+    start: datetime,
+    end: datetime,
+    *,
+    project: str = PROJECT,
+    feature_views: list[str] | None = None,
 ) -> dict[str, Any]:
     """Load every feature view's latest row per entity within ``[start, end)`` online.
 
     An explicit interval rather than ``materialize_incremental``: the incremental watermark is
-    reset by ``feast apply`` (feast-dev/feast#2905), while the nightly run knows its interval.
-    Returns ``{"start", "end", "online_store", "feature_views": {name: {"rows", "entities"}}}``
-    where ``rows`` are the source rows in the interval and ``entities`` the keys written.
+    reset by ``feast apply`` (feast-dev/feast#2905), while the nightly run knows its interval,
+    and a past interval can be re-run.
+
+    Never rolls an entity back: a row is written only when its ``event_timestamp`` is at least
+    the one stored online (Feast's SQLite store would overwrite a newer value when an older
+    interval is re-materialized after a newer one, and a pushed, fresher list must survive a
+    re-run of last night). An equal timestamp is rewritten, so a rebuilt mart corrects a row.
+    Each view is written with Feast's ``write_to_online_store`` in one batch: on SQLite one
+    transaction, on Redis one HSET per entity, so a concurrent reader sees an entity's old row
+    or its new one, never a mix.
+
+    Returns ``{"start", "end", "online_store", "feature_views": {name: {"rows", "entities",
+    "written"}}}``: source rows in the interval, distinct entities among them, entities written.
     """
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError("start and end must be timezone-aware (the data is in UTC)")
@@ -301,25 +320,27 @@ def materialize(
     views = store.list_feature_views()
     if not views:
         raise RuntimeError(f"no feature views in project {project}: apply the repo first")
-    names = sorted(view.name for view in views)
-    # The file offline store filters on both ends inclusively; one microsecond (the Parquet
-    # timestamp resolution) less makes the interval half-open, so consecutive runs never share
-    # a boundary row.
-    store.materialize(
-        start_date=start, end_date=end - timedelta(microseconds=1), feature_views=names
-    )
+    if feature_views is not None:
+        views = [view for view in views if view.name in set(feature_views)]
 
-    summary = {view.name: _interval_stats(view, start, end) for view in views}
+    summary = {}
+    for view in sorted(views, key=lambda v: v.name):
+        rows, latest = _latest_rows(view, start, end)
+        fresh = _not_older_than_online(store, view, latest)
+        if len(fresh):
+            store.write_to_online_store(view.name, fresh, allow_registry_cache=True)
+        summary[view.name] = {"rows": rows, "entities": len(latest), "written": len(fresh)}
+        logger.info("materialized %s [%s, %s): %s", view.name, start, end, summary[view.name])
     return {
         "start": start.isoformat(),
         "end": end.isoformat(),
         "online_store": store.config.online_store.type,
-        "feature_views": dict(sorted(summary.items())),
+        "feature_views": summary,
     }
 
 
-def _interval_stats(view: Any, start: datetime, end: datetime) -> dict[str, int]:
-    """Source rows of ``view`` in ``[start, end)`` and the distinct entities among them."""
+def _latest_rows(view: Any, start: datetime, end: datetime) -> tuple[int, Any]:
+    """(source rows of ``view`` in ``[start, end)``, a DataFrame of the latest row per entity)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -329,15 +350,65 @@ def _interval_stats(view: Any, start: datetime, end: datetime) -> dict[str, int]
     if not isinstance(source, FileSource):
         raise TypeError(f"{view.name}: expected a FileSource, got {type(source).__name__}")
     join_keys = [column.name for column in view.entity_columns]
-    table = pq.read_table(source.path, columns=[*join_keys, TIMESTAMP_FIELD])
+    features = [feature.name for feature in view.features]
+    table = pq.read_table(source.path, columns=[*join_keys, TIMESTAMP_FIELD, *features])
     ts = table.column(TIMESTAMP_FIELD)
     in_interval = pc.and_(
         pc.greater_equal(ts, pa.scalar(start, type=ts.type)),
         pc.less(ts, pa.scalar(end, type=ts.type)),
     )
     rows = table.filter(in_interval)
-    entities = rows.group_by(join_keys).aggregate([]).num_rows if rows.num_rows else 0
-    return {"rows": rows.num_rows, "entities": entities}
+    frame = rows.to_pandas()
+    if frame.empty:
+        return 0, frame
+    # Stable sort: of two rows of one entity with one timestamp the later file row wins, as in
+    # Feast's own materialization.
+    latest = (
+        frame.sort_values(TIMESTAMP_FIELD, kind="stable")
+        .drop_duplicates(subset=join_keys, keep="last")
+        .reset_index(drop=True)
+    )
+    return rows.num_rows, latest
+
+
+def _entity_key(join_keys: list[str], values: list[Any]) -> Any:
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    return EntityKey(join_keys=join_keys, entity_values=[Value(string_val=str(v)) for v in values])
+
+
+def _utc(ts: Any) -> datetime | None:
+    if ts is None:
+        return None
+    if hasattr(ts, "to_pydatetime"):
+        ts = ts.to_pydatetime()
+    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+
+
+def online_timestamps(store: FeatureStore, view: Any, keys: list[list[Any]]) -> list[datetime | None]:
+    """The event timestamp stored online for each entity key of ``view`` (None: no row)."""
+    if not keys:
+        return []
+    join_keys = [column.name for column in view.entity_columns]
+    entity_keys = [_entity_key(join_keys, values) for values in keys]
+    rows = store._get_provider().online_read(
+        config=store.config, table=view, entity_keys=entity_keys
+    )
+    return [_utc(ts) if values else None for ts, values in rows]
+
+
+def _not_older_than_online(store: FeatureStore, view: Any, latest: Any) -> Any:
+    if latest.empty:
+        return latest
+    join_keys = [column.name for column in view.entity_columns]
+    keys = latest[join_keys].astype(str).values.tolist()
+    stored = online_timestamps(store, view, keys)
+    keep = [
+        online is None or _utc(row_ts) >= online
+        for row_ts, online in zip(latest[TIMESTAMP_FIELD], stored)
+    ]
+    return latest[keep].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------- online reads
@@ -375,6 +446,57 @@ def read_user_features(
         values = {name: response[name][i] for name in feature_names}
         result[user_id] = values if any(v is not None for v in values.values()) else None
     return result
+
+
+class UserFeatureReader:
+    """:func:`read_user_features`' result, read through the online store's ``online_read``.
+
+    The same keys, serialization and values as ``get_online_features`` on the
+    ``recommendation_features`` service, without its per-request planning (registry lookups,
+    entity resolution, response building): the service's views are resolved once, when the
+    reader is built, and each read is one ``online_read`` per view. Build one per FeatureStore
+    (and again after ``apply`` changes the views). benchmarks/feature_latency.py measures both.
+    """
+
+    def __init__(self, store: FeatureStore):
+        service = store.get_feature_service(FEATURE_SERVICE, allow_cache=True)
+        self._store = store
+        self._provider = store._get_provider()
+        self._views = [
+            (store.get_feature_view(p.name, allow_registry_cache=True), [f.name for f in p.features])
+            for p in service.feature_view_projections
+        ]
+
+    def read(self, user_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        from feast.type_map import feast_value_type_to_python_type
+
+        unique_ids = list(dict.fromkeys(user_ids))
+        if not unique_ids:
+            return {}
+        keys = [_entity_key([USER_JOIN_KEY], [u]) for u in unique_ids]
+        result: dict[str, dict[str, Any]] = {u: {} for u in unique_ids}
+        for view, names in self._views:
+            rows = self._provider.online_read(
+                # a copy: the Redis store appends its timestamp field to the list it is given
+                config=self._store.config, table=view, entity_keys=keys, requested_features=list(names)
+            )
+            for user_id, (_, values) in zip(unique_ids, rows):
+                for name in names:
+                    value = (values or {}).get(name)
+                    result[user_id][name] = (
+                        None if value is None else feast_value_type_to_python_type(value)
+                    )
+        return {
+            u: (values if any(v is not None for v in values.values()) else None)
+            for u, values in result.items()
+        }
+
+
+def read_user_features_direct(
+    store: FeatureStore, user_ids: list[str]
+) -> dict[str, dict[str, Any] | None]:
+    """One-off :class:`UserFeatureReader` read (a request path keeps the reader instead)."""
+    return UserFeatureReader(store).read(user_ids)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,16 +4,26 @@
 ``dbtRunner`` against ``settings.dbt_target`` (``duckdb``: the file ``settings.warehouse_path``;
 ``spark``: a local Spark session with its warehouse under ``settings.home``). dbt's target/ and
 logs/ go under ``settings.home`` so a run never writes into the repository.
+
+Incremental runs: the per-event and per-user models (``int_events_sessionized``,
+``fct_sessions``, ``user_sequences``, ``user_features``) are rebuilt for the users with an event
+on one of the ``affected_event_dates`` (ingestion's reconciliation records list them per
+arrival day), from each such user's whole history, so late events and sessions crossing
+midnight never leave fragments: any sequence of incremental runs gives the tables a full
+refresh gives. :func:`build_pending_session_tables` works out those dates itself from the
+reconciliation records no build has consumed yet (a full refresh when it cannot tell).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from pipeline.settings import REPO_ROOT, Settings
 
@@ -44,28 +54,53 @@ def dbt_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def dbt_vars(settings: Settings) -> dict[str, Any]:
+def dbt_vars(
+    settings: Settings, affected_event_dates: Iterable[date | str] | None = None
+) -> dict[str, Any]:
     """The project vars taken from Settings, so dbt and the Python stages agree on them."""
-    return {
+    values: dict[str, Any] = {
         "session_gap_minutes": settings.session_gap_minutes,
         "max_sequence_length": settings.max_sequence_length,
     }
+    if affected_event_dates is not None:
+        values["affected_event_dates"] = _iso_dates(affected_event_dates)
+    return values
+
+
+def _iso_dates(days: Iterable[date | str]) -> list[str]:
+    # date.fromisoformat validates strings too: the values end up in SQL literals
+    return sorted({(d if isinstance(d, date) else date.fromisoformat(str(d))).isoformat()
+                   for d in days})
 
 
 def build_session_tables(
-    settings: Settings, select: str | None = None, full_refresh: bool = False
+    settings: Settings,
+    select: str | None = None,
+    full_refresh: bool = False,
+    affected_event_dates: Iterable[date | str] | None = None,
+    *,
+    run_tests: bool = True,
 ) -> dict[str, Any]:
-    """Run ``dbt build`` and summarise it.
+    """Run ``dbt build`` (``dbt run`` with ``run_tests=False``) and summarise it.
 
-    Returns ``{"models": n, "tests_passed": n, "tests_failed": n, "rows": {model: count}}``,
-    where tests count data tests and dbt unit tests and ``rows`` covers the models built in
-    this run. Raises :class:`SessionTablesFailed` when the lake has no events or any node fails.
+    ``affected_event_dates`` given (and ``full_refresh`` not): an incremental run that rebuilds
+    the users with events on those dates, whole; an empty list rebuilds nobody. Otherwise every
+    model is rebuilt from the whole lake (``--full-refresh``), which is also what happens to an
+    incremental model that does not exist yet.
+
+    Returns ``{"models": n, "tests_passed": n, "tests_failed": n, "rows": {model: count},
+    "mode": "full_refresh" | "incremental", "affected_event_dates": [...] | None}``, where tests
+    count data tests and dbt unit tests and ``rows`` covers the models built in this run.
+    Raises :class:`SessionTablesFailed` when the lake has no events or any node fails.
     """
     _require_lake_events(settings)
-    args = ["build", *_common_args(settings, settings.home / "dbt_target")]
+    incremental = affected_event_dates is not None and not full_refresh
+    dates = _iso_dates(affected_event_dates) if incremental else None
+    args = ["build" if run_tests else "run",
+            *_common_args(settings, settings.home / "dbt_target", dates)]
     if select:
         args += ["--select", select]
-    if full_refresh:
+    if not incremental:
         args.append("--full-refresh")
     outcome = _invoke(settings, args)
 
@@ -81,7 +116,84 @@ def build_session_tables(
         "tests_passed": sum(1 for r in tests if _status(r) in {"pass", "warn"}),
         "tests_failed": sum(1 for r in tests if _status(r) in _FAILED_STATUSES),
         "rows": _row_counts(settings, {node.name: node.relation_name for node in built}),
+        "mode": "incremental" if incremental else "full_refresh",
+        "affected_event_dates": dates,
     }
+
+
+# ---------------------------------------------------------------- pending rebuilds
+
+_STATE_FILE = "session_tables_state.json"
+
+
+def _state_path(settings: Settings) -> Path:
+    return settings.home / "dbt_state" / _STATE_FILE
+
+
+def _reconciliation_fingerprints(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Each arrival day's reconciliation record: its content hash and affected event dates.
+
+    A re-ingested day rewrites its record; its hash changes whenever its content does, and the
+    modification time is part of it so that a re-run with an identical record still counts.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(settings.reconciliation_dir.glob("*.json")):
+        raw = path.read_bytes()
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError:
+            continue  # being written; its day is picked up by the next build
+        digest = hashlib.sha256(raw + str(path.stat().st_mtime_ns).encode()).hexdigest()
+        found[path.stem] = {"sha256": digest,
+                            "affected_event_dates": list(record.get("affected_event_dates", []))}
+    return found
+
+
+def pending_affected_event_dates(settings: Settings) -> list[str] | None:
+    """Event dates the warehouse has not caught up with, or ``None`` when a full refresh is due.
+
+    ``None`` when there is no warehouse, no record of a previous build, the target is Spark, or
+    the session gap / K changed since the last build. Otherwise the union of the
+    ``affected_event_dates`` of every reconciliation record that is new or changed since the
+    last successful build (an arrival day re-ingested counts again).
+    """
+    state_path = _state_path(settings)
+    if settings.dbt_target != "duckdb" or not settings.warehouse_path.is_file():
+        return None
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if state.get("vars") != dbt_vars(settings) or state.get("warehouse") != str(settings.warehouse_path):
+        return None
+    consumed = state.get("reconciliations", {})
+    pending: set[str] = set()
+    for day, current in _reconciliation_fingerprints(settings).items():
+        if consumed.get(day, {}).get("sha256") != current["sha256"]:
+            pending.update(current["affected_event_dates"])
+    return sorted(pending)
+
+
+def build_pending_session_tables(settings: Settings, *, full_refresh: bool = False) -> dict[str, Any]:
+    """Bring the session tables up to date with the lake: incremental when it can be.
+
+    Rebuilds the users of :func:`pending_affected_event_dates` (a full refresh when that is
+    ``None`` or ``full_refresh``), then records the reconciliation records it consumed. The
+    records are read before dbt starts, so a day ingested during the build is caught next time.
+    """
+    snapshot = _reconciliation_fingerprints(settings)
+    dates = None if full_refresh else pending_affected_event_dates(settings)
+    summary = build_session_tables(settings, full_refresh=dates is None, affected_event_dates=dates)
+    state_path = _state_path(settings)
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = state_path.with_name(f".{_STATE_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({
+        "vars": dbt_vars(settings),
+        "warehouse": str(settings.warehouse_path),
+        "reconciliations": snapshot,
+    }, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, state_path)
+    return summary
 
 
 def generate_docs(settings: Settings) -> Path:
@@ -93,14 +205,16 @@ def generate_docs(settings: Settings) -> Path:
     return docs_dir
 
 
-def _common_args(settings: Settings, target_path: Path) -> list[str]:
+def _common_args(
+    settings: Settings, target_path: Path, affected_event_dates: list[str] | None = None
+) -> list[str]:
     return [
         "--project-dir", str(DBT_PROJECT_DIR),
         "--profiles-dir", str(DBT_PROJECT_DIR),
         "--target", settings.dbt_target,
         "--target-path", str(target_path),
         "--log-path", str(settings.home / "dbt_logs"),
-        "--vars", json.dumps(dbt_vars(settings)),
+        "--vars", json.dumps(dbt_vars(settings, affected_event_dates)),
         "--no-send-anonymous-usage-stats",
         "--no-use-colors",
     ]

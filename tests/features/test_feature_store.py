@@ -181,6 +181,7 @@ def test_apply_registers_the_repo_idempotently(
     second = feature_ops.apply_feature_repo(settings)
     assert first == second == [
         "data_source:item_features_source",
+        "data_source:user_events_push",
         "data_source:user_features_source",
         "entity:item",
         "entity:user",
@@ -216,8 +217,8 @@ def test_apply_registers_the_repo_idempotently(
 def test_sqlite_online_roundtrip(applied: Settings) -> None:
     summary = feature_ops.materialize(applied, DAY0, DAY3)
     assert summary["online_store"] == "sqlite"
-    assert summary["feature_views"]["user_recent_items"] == {"rows": 3, "entities": 2}
-    assert summary["feature_views"]["item_popularity"] == {"rows": 3, "entities": 3}
+    assert summary["feature_views"]["user_recent_items"] == {"rows": 3, "entities": 2, "written": 2}
+    assert summary["feature_views"]["item_popularity"] == {"rows": 3, "entities": 3, "written": 3}
     assert (applied.feast_dir / "online_store.db").is_file()
 
     store = feature_ops.feature_store(applied)
@@ -241,8 +242,8 @@ def test_materialize_interval_is_half_open(applied: Settings) -> None:
 
     # u1's later row lies exactly on the end of the interval: not part of it.
     summary = feature_ops.materialize(applied, DAY0, U1_LATEST)
-    assert summary["feature_views"]["user_recent_items"] == {"rows": 2, "entities": 2}
-    assert summary["feature_views"]["item_popularity"] == {"rows": 2, "entities": 2}
+    assert summary["feature_views"]["user_recent_items"] == {"rows": 2, "entities": 2, "written": 2}
+    assert summary["feature_views"]["item_popularity"] == {"rows": 2, "entities": 2, "written": 2}
     assert feature_ops.read_user_features(store, ["u1"])["u1"]["recent_item_ids"] == ["i1", "i2"]
     items = store.get_online_features(
         features=["item_popularity:n_events_7d"], entity_rows=[{"item_id": "i3"}]

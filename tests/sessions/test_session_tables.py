@@ -233,7 +233,9 @@ def test_dim_items_rank_by_events_then_item_id(built):
 
 def test_summary_counts_models_tests_and_rows(built):
     settings, summary, _ = built
-    assert summary["models"] == 7
+    assert summary["models"] == 8  # 7 tables + the incremental runs' rebuild set
+    assert summary["mode"] == "full_refresh"
+    assert summary["rows"]["int_session_rebuild_users"] == 0  # only an incremental run fills it
     assert summary["tests_failed"] == 0
     assert summary["tests_passed"] >= 50
     assert summary["rows"]["stg_lake__events"] == len(EVENTS)  # the re-sent copy is dropped
@@ -256,7 +258,8 @@ def test_dbt_unit_tests_ran_and_passed(built):
             "identical_timestamps_are_ordered_by_event_id",
             "events_given_out_of_order_are_sessionized_in_time_order",
             "lone_events_are_one_event_sessions",
-            "log_session_ids_take_precedence_over_the_gap"} <= set(unit)
+            "log_session_ids_take_precedence_over_the_gap",
+            "incremental_run_rebuilds_the_affected_users_from_their_whole_history"} <= set(unit)
     assert set(unit.values()) == {"pass"}
 
 
@@ -337,7 +340,7 @@ def test_spark_target_builds_the_same_tables(built, tmp_path):
     assert child.returncode == 0, child.stdout[-4000:] + child.stderr[-4000:]
     spark = json.loads(out.read_text())
     assert spark["summary"]["tests_failed"] == 0
-    assert spark["summary"]["models"] == 7
+    assert spark["summary"]["models"] == 8
 
     def normalized(rows):
         return sorted(json.loads(json.dumps([list(r) for r in rows], default=str)), key=json.dumps)

@@ -1,9 +1,17 @@
-{%- set gap_micros = (var('session_gap_minutes', 30) | int) * 60 * 1000000 -%}
+{{ config(
+    materialized=incremental_by_user_materialization(),
+    incremental_strategy='append',
+    pre_hook="{{ delete_rebuilt_users() }}",
+) }}
+{%- set gap_micros = (var('session_gap_minutes', 30) | int) * 60 * 1000000 %}
+-- Incremental by user (see macros/incremental_by_user.sql):
+-- depends_on: {{ ref('int_session_rebuild_users') }}
 
 with
 
 events as (
     select * from {{ ref('stg_lake__events') }}
+    where {{ rebuilt_users_only() }}
 ),
 
 gap_events as (
@@ -66,7 +74,7 @@ final as (
     select
         *,
         row_number() over (
-            partition by session_id
+            partition by user_id, session_id
             order by event_time, event_id
         ) as event_number
     from sessions_unioned

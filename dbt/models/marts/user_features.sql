@@ -1,10 +1,17 @@
 {%- set k = var('max_sequence_length', 50) | int -%}
 {%- set history = 'partition by user_id order by event_time, event_id' -%}
+{{ config(
+    materialized=incremental_by_user_materialization(),
+    incremental_strategy='append',
+    pre_hook="{{ delete_rebuilt_users() }}",
+) }}
+-- depends_on: {{ ref('int_session_rebuild_users') }}
 
 with
 
 sessionized as (
     select * from {{ ref('int_events_sessionized') }}
+    where {{ rebuilt_users_only() }}
 ),
 
 running as (

@@ -1,0 +1,48 @@
+{#-
+    Incremental session tables are rebuilt per user: a late event can merge, split or renumber
+    any later session of its user ('<user_id>#<n>' counts from the user's first session), so an
+    affected user's rows are deleted and recomputed from the user's whole history, and nobody
+    else's are touched. int_session_rebuild_users says who is affected; the incremental models
+    call delete_rebuilt_users() as a pre-hook and filter their input with rebuilt_users_only().
+
+    DuckDB only: dbt-spark's Parquet tables have no row-level delete, so the Spark target builds
+    these models as plain tables (every run is a full rebuild, the same result).
+-#}
+
+{% macro incremental_by_user_materialization() -%}
+    {{ return('table' if target.type == 'spark' else 'incremental') }}
+{%- endmacro %}
+
+
+{#- Runs inside the model's transaction on DuckDB: readers see the old or the new rows. -#}
+{% macro delete_rebuilt_users() -%}
+    {%- if is_incremental() -%}
+        delete from {{ this }}
+        where user_id in (select user_id from {{ ref('int_session_rebuild_users') }})
+    {%- else -%}
+        select 1 as nothing_to_delete
+    {%- endif -%}
+{%- endmacro %}
+
+
+{% macro rebuilt_users_only(user_column='user_id') -%}
+    {%- if is_incremental() -%}
+        {{ user_column }} in (select user_id from {{ ref('int_session_rebuild_users') }})
+    {%- else -%}
+        true
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- `column in (date '...', ...)` for var('affected_event_dates'); false for an empty list. -#}
+{% macro event_date_in(column, dates) -%}
+    {%- if dates | length == 0 -%}
+        false
+    {%- else -%}
+        {{ column }} in (
+            {%- for d in dates -%}
+                cast('{{ d }}' as date){{ ", " if not loop.last }}
+            {%- endfor -%}
+        )
+    {%- endif -%}
+{%- endmacro %}
