@@ -1,18 +1,33 @@
-"""Answering one recommendation request: online features, the champion model, the fallback.
+"""Answering recommendation requests: online features, the champion model, the fallbacks.
 
-Kept apart from the routes so tests and the demo call it without HTTP.
+Kept apart from the routes so tests, the demo and the promotion smoke check call it without HTTP.
+
+Robustness rules (a request never gets a 5xx once a champion is loaded):
+
+* the Feast read runs in a worker thread and is given up after ``feature_timeout_ms``
+  (``fallback_reason="feature_store_timeout"``); an error from it gives ``feature_store_error``;
+* a user without online features gets ``unknown_user``; an exception from the model
+  ``model_error``; every fallback answers the champion's training-period popular items, is
+  logged and counted (``recsys_fallbacks_total{reason}``);
+* the champion is swapped as one tuple, so a request sees one version, never a mix; a version
+  that fails to load or to answer a smoke request is refused and the old one keeps serving.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# A batch reads all its users in one Feast call, given this many times the single-read timeout.
+BATCH_TIMEOUT_FACTOR = 10
 
 
 @dataclass
@@ -24,71 +39,268 @@ class Recommendation:
     fallback: bool
     fallback_reason: str | None = None
     recent_item_ids: list[str] = field(default_factory=list)
+    source: str = "model"  # "model", "precomputed" or "popularity"
 
 
 class NoChampion(RuntimeError):
     """No model carries the champion alias yet: the nightly DAG has never promoted one."""
 
 
+class FeatureReadFailed(RuntimeError):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+
+
+def popularity_answer(model, version: str | None, user_id: str, k: int, reason: str) -> Recommendation:
+    items = [
+        {"item_id": item_id, "score": None, "rank": rank}
+        for rank, item_id in enumerate(model.popular_item_ids[:k], start=1)
+    ]
+    return Recommendation(user_id, items, model.model_name, version, fallback=True,
+                          fallback_reason=reason, source="popularity")
+
+
+def model_answer(model, version: str | None, user_id: str, recent: list[str],
+                 ranked: Sequence[tuple[str, float]]) -> Recommendation:
+    items = [
+        {"item_id": item_id, "score": float(score), "rank": rank}
+        for rank, (item_id, score) in enumerate(ranked, start=1)
+    ]
+    return Recommendation(user_id, items, model.model_name, version, fallback=False,
+                          recent_item_ids=recent)
+
+
+def answer(model, version: str | None, user_id: str, k: int, features: dict[str, Any] | None) -> Recommendation:
+    """One user's answer from their online features (None: unknown); the single code path the
+    API and the promotion smoke check share. Raises what the model raises."""
+    recent = list((features or {}).get("recent_item_ids") or [])
+    if not recent:
+        return popularity_answer(model, version, user_id, k, "unknown_user")
+    return model_answer(model, version, user_id, recent, model.recommend(recent, k, exclude=set(recent)))
+
+
 class RecommendationService:
     """Holds one Feast store and the champion; both are built once, not per request."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, metrics=None):
         from features.store import feature_store
+        from serving.metrics import ServingMetrics
 
         self.settings = settings
+        self.metrics = metrics or ServingMetrics()
         self._store = feature_store(settings)
-        self._lock = threading.Lock()
-        self._model = None
-        self._version: str | None = None
+        # Feature reads run here so that a hung online store costs a thread, not the request.
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="features")
+        self._reload_lock = threading.Lock()
+        self._state: tuple[Any, str | None] = (None, None)  # (model, version), swapped as one
+        self.refused: dict[str, str] = {}  # version -> why it was refused
+        self._precomputed = None
+        self._reader = None
+        if settings.serving_mode not in ("live", "precomputed"):
+            raise ValueError(f"serving_mode must be 'live' or 'precomputed', got {settings.serving_mode!r}")
+        if settings.serving_mode == "precomputed":
+            from serving.precompute import open_store
+
+            self._precomputed = open_store(settings, timeout_s=self.timeout_s)
         self.reload_champion()
+        self._warm_up()
+
+    @property
+    def feature_store(self):
+        """The Feast store this service reads; pushes of live events go through it too."""
+        return self._store
+
+    def _warm_up(self) -> None:
+        """One untimed read before the first request: Feast loads its registry and opens the
+        online store's connection on the first read, which takes far longer than the timeout."""
+        try:
+            self._read(["__warm_up__"])
+        except Exception as exc:  # noqa: BLE001 - requests will fall back and say why
+            log.warning("online store not readable at start: %s", exc)
+
+    @property
+    def timeout_s(self) -> float:
+        return self.settings.feature_timeout_ms / 1000.0
 
     @property
     def model_version(self) -> str | None:
-        return self._version
+        return self._state[1]
 
     @property
     def model_name(self) -> str | None:
-        return None if self._model is None else self._model.model_name
+        model = self._state[0]
+        return None if model is None else model.model_name
 
-    def reload_champion(self) -> str | None:
-        """Load the registry's current champion; keep the old one if none is there."""
-        from training.recommender import load_champion
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
-        loaded = load_champion(self.settings)
-        if loaded is None:
-            log.warning("no champion in the registry yet")
-            return self._version
-        model, version = loaded
-        with self._lock:  # swap both together so a request never sees a mixed pair
-            self._model, self._version = model, str(version)
-        log.info("serving champion version %s (%s)", version, model.model_name)
-        return self._version
+    # ---------------------------------------------------------------- champion
 
-    def recommend(self, user_id: str, k: int) -> Recommendation:
-        from features.store import read_user_features
+    def reload_champion(self, force: bool = False) -> dict[str, Any]:
+        """Load the registry's current champion if it is not the one served; keep the old one
+        when there is none or it fails to load. ``force`` retries a version refused before."""
+        from training.recommender import ModelLoadError, champion_version, load_registered_version
 
-        with self._lock:
-            model, version = self._model, self._version
+        with self._reload_lock:  # the poller and POST /admin/reload never load twice at once
+            before = self.model_version
+            try:
+                target = champion_version(self.settings)
+            except Exception as exc:  # noqa: BLE001 - registry unreachable: keep serving
+                log.error("cannot read the champion alias: %s", exc)
+                return {"model_version": before, "changed": False, "error": f"registry: {exc}"}
+            if target is None:
+                if before is None:
+                    log.warning("no champion in the registry yet")
+                return {"model_version": before, "changed": False, "error": None}
+            if target == before:
+                return {"model_version": before, "changed": False, "error": None}
+            if target in self.refused and not force:
+                return {"model_version": before, "changed": False, "error": self.refused[target]}
+            try:
+                model = load_registered_version(self.settings, target)  # fully, smoke-tested
+            except ModelLoadError as exc:
+                self.refused[target] = str(exc)
+                self.metrics.reloads.labels(outcome="refused").inc()
+                log.error("refused champion v%s, still serving v%s: %s", target, before, exc)
+                return {"model_version": before, "changed": False, "error": str(exc)}
+            self._state = (model, target)  # one assignment: atomic for every reader
+            self._reader = None  # re-resolve the feature views on the next read
+            self.refused.pop(target, None)
+            self.metrics.reloads.labels(outcome="swapped").inc()
+            self.metrics.serving(model.model_name, target)
+            log.info("serving champion v%s (%s), was v%s", target, model.model_name, before)
+            return {"model_version": target, "changed": True, "error": None, "previous_version": before}
+
+    # ---------------------------------------------------------------- requests
+
+    def _current(self):
+        model, version = self._state
         if model is None:
             raise NoChampion("no champion model has been promoted yet; run the nightly DAG")
+        return model, version
 
-        features = read_user_features(self._store, [user_id]).get(user_id)
-        recent = list((features or {}).get("recent_item_ids") or [])
-        if not recent:
-            items = [
-                {"item_id": item_id, "score": None, "rank": rank}
-                for rank, item_id in enumerate(model.popular_item_ids[:k], start=1)
-            ]
-            return Recommendation(
-                user_id, items, model.model_name, version, fallback=True,
-                fallback_reason="unknown_user",
-            )
-        ranked = model.recommend(recent, k, exclude=set(recent))
-        items = [
-            {"item_id": item_id, "score": float(score), "rank": rank}
-            for rank, (item_id, score) in enumerate(ranked, start=1)
-        ]
-        return Recommendation(
-            user_id, items, model.model_name, version, fallback=False, recent_item_ids=recent
-        )
+    def _read(self, user_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        # UserFeatureReader: read_user_features' result without Feast's per-request planning
+        # (several ms per call). Built lazily, so an API started before the first ``apply``
+        # answers fallbacks until the repo exists, and rebuilt when the champion changes (after a
+        # nightly run that may have re-applied the views).
+        reader = self._reader
+        if reader is None:
+            from features.store import UserFeatureReader
+
+            reader = self._reader = UserFeatureReader(self._store)
+        return reader.read(user_ids)
+
+    def _fallback(self, model, version, user_id: str, k: int, reason: str, detail: str = "") -> Recommendation:
+        self.metrics.fallbacks.labels(reason=reason).inc()
+        if reason == "unknown_user":
+            log.debug("fallback %s for user %r", reason, user_id)
+        else:
+            log.warning("fallback %s for user %r: %s", reason, user_id, detail)
+        return popularity_answer(model, version, user_id, k, reason)
+
+    def _lookup_precomputed(self, version: str, user_id: str, k: int) -> list | None:
+        if self._precomputed is None:
+            return None
+        try:
+            stored = self._precomputed.get(version, user_id)
+        except Exception as exc:  # noqa: BLE001 - the live path still answers
+            self.metrics.precomputed.labels(outcome="error").inc()
+            log.warning("precomputed store unreadable: %s", exc)
+            return None
+        if stored is None or len(stored) < k:
+            self.metrics.precomputed.labels(outcome="miss").inc()
+            return None
+        self.metrics.precomputed.labels(outcome="hit").inc()
+        return stored[:k]
+
+    def _finish(self, model, version, user_id: str, k: int,
+                features: dict[str, Any] | None, error: FeatureReadFailed | None) -> Recommendation:
+        if error is not None:
+            return self._fallback(model, version, user_id, k, error.reason, str(error))
+        if not (features or {}).get("recent_item_ids"):
+            return self._fallback(model, version, user_id, k, "unknown_user")
+        try:
+            return answer(model, version, user_id, k, features)
+        except Exception as exc:  # noqa: BLE001 - a model bug must not become a 5xx
+            log.exception("model v%s failed for user %r", version, user_id)
+            return self._fallback(model, version, user_id, k, "model_error", repr(exc))
+
+    def _precomputed_answer(self, model, version, user_id, k) -> Recommendation | None:
+        stored = self._lookup_precomputed(version, user_id, k)
+        if stored is None:
+            return None
+        rec = model_answer(model, version, user_id, [], [(i, s) for i, s in stored])
+        rec.source = "precomputed"
+        return rec
+
+    def recommend(self, user_id: str, k: int) -> Recommendation:
+        """Blocking form (tests, the demo, the promotion smoke check)."""
+        model, version = self._current()
+        pre = self._precomputed_answer(model, version, user_id, k)
+        if pre is not None:
+            return pre
+        features, error = None, None
+        future = self._pool.submit(self._read, [user_id])
+        try:
+            features = future.result(timeout=self.timeout_s).get(user_id)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            error = FeatureReadFailed("feature_store_timeout", f"no answer within {self.timeout_s * 1000:.0f} ms")
+        except Exception as exc:  # noqa: BLE001
+            error = FeatureReadFailed("feature_store_error", repr(exc))
+        return self._finish(model, version, user_id, k, features, error)
+
+    async def _aread(self, user_ids: list[str], timeout_s: float):
+        future = self._pool.submit(self._read, user_ids)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout_s), None
+        except (asyncio.TimeoutError, TimeoutError):
+            future.cancel()
+            return None, FeatureReadFailed("feature_store_timeout", f"no answer within {timeout_s * 1000:.0f} ms")
+        except Exception as exc:  # noqa: BLE001
+            return None, FeatureReadFailed("feature_store_error", repr(exc))
+
+    async def arecommend(self, user_id: str, k: int) -> Recommendation:
+        model, version = self._current()
+        pre = self._precomputed_answer(model, version, user_id, k)
+        if pre is not None:
+            return pre
+        found, error = await self._aread([user_id], self.timeout_s)
+        features = None if found is None else found.get(user_id)
+        # The forward pass runs on the event loop: ~1 ms for the served models, cheaper than a
+        # second thread hop on a small machine.
+        return self._finish(model, version, user_id, k, features, error)
+
+    async def arecommend_many(self, user_ids: list[str], k: int) -> list[Recommendation]:
+        """Many users: one Feast read, one batched forward pass, per-user fallbacks."""
+        model, version = self._current()
+        out: dict[str, Recommendation] = {}
+        todo = []
+        for user_id in dict.fromkeys(user_ids):
+            pre = self._precomputed_answer(model, version, user_id, k)
+            if pre is not None:
+                out[user_id] = pre
+            else:
+                todo.append(user_id)
+        if todo:
+            found, error = await self._aread(todo, self.timeout_s * BATCH_TIMEOUT_FACTOR)
+            histories = {}
+            for user_id in todo:
+                features = None if found is None else found.get(user_id)
+                recent = list((features or {}).get("recent_item_ids") or [])
+                if error is not None or not recent:
+                    out[user_id] = self._finish(model, version, user_id, k, features, error)
+                else:
+                    histories[user_id] = recent
+            if histories:
+                try:
+                    ranked = model.recommend_many(list(histories.values()), k)
+                    for (user_id, recent), items in zip(histories.items(), ranked):
+                        out[user_id] = model_answer(model, version, user_id, recent, items)
+                except Exception as exc:  # noqa: BLE001
+                    log.exception("model v%s failed on a batch of %d users", version, len(histories))
+                    for user_id in histories:
+                        out[user_id] = self._fallback(model, version, user_id, k, "model_error", repr(exc))
+        return [out[user_id] for user_id in user_ids]

@@ -4,10 +4,23 @@ The candidate is promoted (alias ``champion`` moved to its version) only when al
 
 * ``quality_gate_passed``  - the night's data passed the Great Expectations gate;
 * ``metrics_finite``       - no NaN / inf in the candidate's or the baseline's metrics;
+* ``non_empty_outputs``    - the test window has examples and the candidate recommends something
+  (catalog, ``n_examples`` and ``coverage_at_10`` above 0);
 * ``beats_popularity``     - candidate NDCG@10 > most-popular NDCG@10 on the same test window;
-* ``not_worse_than_champion`` - the CURRENT champion's checkpoint is re-scored on this night's
-  test window (its score from the night it was trained is never reused: that was another window)
-  and the candidate must reach ``champion NDCG@10 - tolerance``; passes when there is no champion.
+  not applicable (passes, and says so) when the candidate IS the popularity model;
+* ``within_tolerance_of_champion`` - the CURRENT champion's checkpoint is re-scored on this
+  night's test window (its score from the night it was trained is never reused: that was another
+  window) and the candidate must reach ``champion NDCG@10 * (1 - tolerance)``
+  (``RECSYS_PROMOTION_TOLERANCE``, default 0.0: at least as good); passes when there is none;
+* ``coverage_floor``       - candidate ``coverage_at_10 >= RECSYS_PROMOTION_MIN_COVERAGE``
+  (default 0.01): a model that shows everyone the same few items is refused;
+* ``serves_in_api_path``   - the registered version is downloaded and loaded exactly as the API
+  loads it (:func:`training.recommender.load_registered_version`) and answers smoke requests
+  through :func:`serving.recommender.answer` with real users' online features read from Feast;
+  a corrupt artifact fails here;
+* ``champion_unchanged_since_evaluation`` - added by :func:`apply_decision`.
+
+Every decision (promoted or not) writes a model card (:mod:`training.model_card`).
 """
 
 from __future__ import annotations
@@ -21,6 +34,9 @@ from typing import Any
 from pipeline.settings import Settings
 
 METRIC = "ndcg_at_10"
+COVERAGE_METRIC = "coverage_at_10"
+SMOKE_USERS = 5
+SMOKE_K = 10
 
 
 @dataclass
@@ -35,6 +51,9 @@ class PromotionDecision:
     candidate_run_id: str | None = None
     tolerance: float = 0.0
     decided_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    min_coverage: float = 0.0
+    candidate_model_name: str = ""
+    split: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failed_checks(self) -> list[str]:
@@ -55,9 +74,53 @@ def _alias_version(client, name: str, alias: str) -> str | None:
     try:
         return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
             return None  # no registered model, or no alias yet
         raise
+
+
+def serves_in_api_path(settings: Settings, version: str) -> tuple[bool, str]:
+    """Load ``version`` as serving does and answer smoke requests for a few real users.
+
+    Users come from the last feature export and their features from the Feast online store, as
+    in the API. Without a feature export (a registry used without Feast) only the load and the
+    model's own smoke request are checked, and the detail says so.
+    """
+    from serving.precompute import active_user_ids
+    from serving.recommender import answer
+    from training.recommender import ModelLoadError, load_registered_version
+
+    try:
+        model = load_registered_version(settings, version)  # includes a smoke request
+    except ModelLoadError as exc:
+        return False, str(exc)
+    try:
+        users = active_user_ids(settings)[:SMOKE_USERS]
+    except FileNotFoundError:
+        return True, (f"v{version} loaded through the serving path and answered a smoke request; "
+                      "no feature export, so no online-store read was tried")
+    try:
+        from features.store import feature_store, read_user_features
+
+        features = read_user_features(feature_store(settings), users + ["__promotion_smoke_unknown__"])
+    except Exception as exc:  # noqa: BLE001
+        return False, f"online feature read failed: {type(exc).__name__}: {exc}"
+    answered = 0
+    try:
+        for user_id in users:
+            rec = answer(model, version, user_id, SMOKE_K, features.get(user_id))
+            if not rec.items:
+                return False, f"empty answer for user {user_id!r}"
+            answered += not rec.fallback
+        unknown = answer(model, version, "__promotion_smoke_unknown__", SMOKE_K, None)
+        if not unknown.items:
+            return False, "empty popularity fallback"
+    except Exception as exc:  # noqa: BLE001
+        return False, f"model failed on a smoke request: {type(exc).__name__}: {exc}"
+    if users and not answered:
+        return False, f"none of {len(users)} real users got a model answer (all fell back)"
+    return True, (f"v{version} loaded through the serving path; {answered}/{len(users)} real users "
+                  "answered from their online features, the unknown user from popularity")
 
 
 def decide_promotion(
@@ -65,17 +128,24 @@ def decide_promotion(
     run_date: date | str,
     candidate: dict[str, Any],
     gate_passed: bool,
-    tolerance: float = 0.0,
+    tolerance: float | None = None,
+    min_coverage: float | None = None,
 ) -> PromotionDecision:
-    """Evaluate every check for ``candidate`` (the dict ``train_and_log`` returned); changes nothing."""
+    """Evaluate every check for ``candidate`` (the dict ``train_and_log`` returned); changes nothing.
+
+    ``tolerance`` and ``min_coverage`` default to the settings' values.
+    """
     from training.data import load_split
     from training.recommender import load_champion
 
+    tolerance = settings.promotion_tolerance if tolerance is None else float(tolerance)
+    min_coverage = settings.promotion_min_coverage if min_coverage is None else float(min_coverage)
     run_date = run_date.isoformat() if isinstance(run_date, date) else str(run_date)
     cand_metrics: dict[str, float] = dict(candidate["metrics"])
     base_metrics: dict[str, float] = dict(candidate["baseline_metrics"])
     cand_score = cand_metrics.get(METRIC, float("nan"))
     base_score = base_metrics.get(METRIC, float("nan"))
+    model_name = str(candidate.get("model_name", ""))
     checks = [
         _check("quality_gate_passed", gate_passed,
                "quality gate passed" if gate_passed else "quality gate failed or has no verdict"),
@@ -86,20 +156,35 @@ def decide_promotion(
         "all candidate and baseline metrics are finite" if finite
         else f"non-finite metric: candidate={cand_metrics}, popularity={base_metrics}",
     ))
-    beats = finite and cand_score > base_score
+    n_test = int(candidate.get("n_test_examples", cand_metrics.get("n_examples", 0)) or 0)
+    n_items = int(candidate.get("n_items", 1) or 0)
+    coverage = cand_metrics.get(COVERAGE_METRIC, float("nan"))
+    non_empty = n_test > 0 and n_items > 0 and finite and coverage > 0
     checks.append(_check(
-        "beats_popularity", beats,
-        f"candidate {METRIC}={cand_score:.4f} vs popularity {base_score:.4f} on the same test window",
+        "non_empty_outputs", non_empty,
+        f"{n_test} test examples, {n_items} catalog items, candidate {COVERAGE_METRIC}={coverage:.4f}",
     ))
+    if model_name == "popularity":
+        checks.append(_check(
+            "beats_popularity", finite,
+            "not applicable: the candidate is the popularity model itself "
+            f"({METRIC}={cand_score:.4f}); compared with the champion below",
+        ))
+    else:
+        checks.append(_check(
+            "beats_popularity", finite and cand_score > base_score,
+            f"candidate {METRIC}={cand_score:.4f} vs popularity {base_score:.4f} on the same test window",
+        ))
 
     champion_score: float | None = None
     champion_metrics: dict[str, float] | None = None
     loaded = load_champion(settings)
     champion_version = None if loaded is None else loaded[1]
+    name = "within_tolerance_of_champion"
     if loaded is None:
-        checks.append(_check("not_worse_than_champion", True, "no champion yet"))
+        checks.append(_check(name, True, "no champion yet"))
     elif champion_version == str(candidate["model_version"]):
-        checks.append(_check("not_worse_than_champion", True, "the candidate already is the champion"))
+        checks.append(_check(name, True, "the candidate already is the champion"))
     else:
         champion, _ = loaded
         # The same window the candidate was measured on: rebuilt from the warehouse with the
@@ -115,7 +200,7 @@ def decide_promotion(
         )
         if not same_window:
             checks.append(_check(
-                "not_worse_than_champion", False,
+                name, False,
                 f"the warehouse's test window ({split.test_start.isoformat()}, "
                 f"{len(split.test_examples)} examples) is not the candidate's "
                 f"({recorded.get('test_start')}, {recorded.get('n_test_examples')}): cannot compare",
@@ -123,12 +208,21 @@ def decide_promotion(
         else:
             champion_metrics = champion.evaluate(split.test_examples)
             champion_score = champion_metrics[METRIC]
-            ok = math.isfinite(champion_score) and finite and cand_score >= champion_score - tolerance
+            threshold = champion_score * (1.0 - tolerance)
+            ok = math.isfinite(champion_score) and finite and cand_score >= threshold
             checks.append(_check(
-                "not_worse_than_champion", ok,
+                name, ok,
                 f"candidate {METRIC}={cand_score:.4f} vs champion v{champion_version} re-scored on "
-                f"this test window {champion_score:.4f} (tolerance {tolerance})",
+                f"this test window {champion_score:.4f}; needs >= {threshold:.4f} "
+                f"(tolerance {tolerance})",
             ))
+
+    checks.append(_check(
+        "coverage_floor", finite and coverage >= min_coverage,
+        f"candidate {COVERAGE_METRIC}={coverage:.4f}, floor {min_coverage}",
+    ))
+    served, detail = serves_in_api_path(settings, str(candidate["model_version"]))
+    checks.append(_check("serves_in_api_path", served, detail))
 
     return PromotionDecision(
         promote=all(c["passed"] for c in checks),
@@ -144,6 +238,9 @@ def decide_promotion(
         run_date=run_date,
         candidate_run_id=candidate.get("run_id"),
         tolerance=tolerance,
+        min_coverage=min_coverage,
+        candidate_model_name=model_name,
+        split=dict(candidate.get("split") or {}),
     )
 
 
@@ -169,6 +266,8 @@ def apply_decision(settings: Settings, decision: PromotionDecision) -> dict[str,
     promote = decision.promote and all(c["passed"] for c in decision.checks)
     if promote:
         client.set_registered_model_alias(name, settings.champion_alias, decision.candidate_version)
+        client.set_model_version_tag(name, decision.candidate_version, "promoted_at",
+                                     datetime.now(timezone.utc).isoformat())
     failed = [c for c in decision.checks if not c["passed"]]
     reasons = "; ".join(f"{c['name']}: {c['detail']}" for c in failed) or "all checks passed"
     client.set_model_version_tag(name, decision.candidate_version, "decision",
@@ -189,4 +288,13 @@ def apply_decision(settings: Settings, decision: PromotionDecision) -> dict[str,
     settings.decisions_dir.mkdir(parents=True, exist_ok=True)
     path = settings.decisions_dir / f"{decision.run_date}.json"
     path.write_text(json.dumps(record, indent=2, default=str))
-    return record | {"decision_path": str(path)}
+    try:
+        from training.model_card import write_model_card
+
+        card_path = write_model_card(settings, record, client=client)
+    except Exception:  # noqa: BLE001 - documentation must not undo a decision already applied
+        import logging
+
+        logging.getLogger(__name__).exception("model card for v%s not written", decision.candidate_version)
+        card_path = None
+    return record | {"decision_path": str(path), "model_card_path": card_path}

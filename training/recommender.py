@@ -78,6 +78,57 @@ class Recommender:
             if s != float("-inf")
         ]
 
+    def recommend_many(
+        self, histories: Sequence[Sequence[str]], k: int = 10, batch_size: int = 256
+    ) -> list[list[tuple[str, float]]]:
+        """:meth:`recommend` for many histories at once: one forward pass per ``batch_size``."""
+        out: list[list[tuple[str, float]] | None] = [None] * len(histories)
+        encoded = [self.encode_history(h) for h in histories]
+        known = [i for i, e in enumerate(encoded) if e]
+        for i, history in enumerate(histories):
+            if not encoded[i]:
+                out[i] = self.recommend(history, k)  # popularity, as recommend() answers it
+        for start in range(0, len(known), batch_size):
+            rows = known[start:start + batch_size]
+            width = max(len(encoded[i]) for i in rows)
+            x = torch.zeros(len(rows), width, dtype=torch.long)  # [B, L], left-padded
+            for r, i in enumerate(rows):
+                x[r, width - len(encoded[i]):] = torch.tensor(encoded[i], dtype=torch.long)
+            scores = self.score(x).double().cpu()  # [B, N + 1]
+            scores[:, 0] = float("-inf")
+            for r, i in enumerate(rows):
+                seen = [self.vocab.index(item) for item in set(histories[i]) if item in self.vocab]
+                if seen:
+                    scores[r, torch.tensor(seen, dtype=torch.long)] = float("-inf")
+            top_scores, top_idx = scores.topk(min(k, scores.shape[1]), dim=1)  # [B, k]
+            for r, i in enumerate(rows):
+                out[i] = [
+                    (self.vocab.item(int(j)), float(v))
+                    for v, j in zip(top_scores[r].tolist(), top_idx[r].tolist())
+                    if v != float("-inf")
+                ]
+        return [o or [] for o in out]
+
+    def smoke_test(self, k: int = 10) -> None:
+        """Raise unless the model answers a real history with ``k`` finite, distinct items.
+
+        Run on every load that could go live (promotion, the serving poller, rollback), so an
+        artifact whose weights loaded but compute garbage (NaN) is refused like one that fails
+        to unpickle.
+        """
+        import math
+
+        if not self.popular_item_ids:
+            raise ValueError("checkpoint has no popular items: the fallback would be empty")
+        history = self.popular_item_ids[:3]
+        ranked = self.recommend(history, k)
+        if not ranked:
+            raise ValueError("model returned no recommendation for a history of popular items")
+        if not all(math.isfinite(score) for _, score in ranked):
+            raise ValueError(f"model returned non-finite scores: {ranked[:3]}")
+        if len({item for item, _ in ranked}) != len(ranked):
+            raise ValueError("model returned duplicate items")
+
     def evaluate(self, examples: Sequence[EvalExample], k: int = 10, batch_size: int = 256) -> dict[str, float]:
         """Metrics on raw examples, encoded with this model's own vocabulary (so a champion
         trained on an older catalog is scored fairly on a newer test window)."""
@@ -95,31 +146,62 @@ def load_recommender(checkpoint_path: str | Path, device: torch.device | str = "
     return Recommender(load_checkpoint(checkpoint_path), device=device)
 
 
-def load_champion(settings: Settings) -> tuple[Recommender, str] | None:
-    """The registry's ``champion`` version as a Recommender, or None when there is none yet."""
-    import mlflow.artifacts
+class ModelLoadError(RuntimeError):
+    """A registered version exists but could not be downloaded, loaded or answer a request."""
+
+
+def champion_version(settings: Settings, client=None) -> str | None:
+    """The version the registry's champion alias points at, or None (no model, no alias)."""
     from mlflow.exceptions import MlflowException
 
-    from training.train import CHECKPOINT_FILE, mlflow_client
+    from training.train import mlflow_client
 
-    client = mlflow_client(settings)
-    name, alias = settings.registered_model_name, settings.champion_alias
+    client = client or mlflow_client(settings)
     try:
-        version = client.get_model_version_by_alias(name, alias)
+        return str(client.get_model_version_by_alias(
+            settings.registered_model_name, settings.champion_alias).version)
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
             return None
         raise
-    # Resolve once and download that version's files: the alias may move between two calls, and
-    # the version reported must be the one loaded. MLflow resolves ``models:/`` URIs through the
-    # process-global registry URI (``mlflow.get_registry_uri()``) whatever ``registry_uri`` is
-    # passed, so the version's download URI is resolved with this settings' client instead: the
-    # same lookup ``models:/<name>@<alias>`` does, without touching global state.
-    source = client.get_model_version_download_uri(name, version.version)
-    dst = settings.models_dir / "registry" / name / str(version.version)
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=source, dst_path=str(dst), tracking_uri=settings.mlflow_uri
-    )
-    path = Path(local)
-    checkpoint = path / CHECKPOINT_FILE if path.is_dir() else path
-    return load_recommender(checkpoint), str(version.version)
+
+
+def load_registered_version(settings: Settings, version: str | int, client=None,
+                            smoke_test: bool = True) -> Recommender:
+    """Download registered ``version``'s checkpoint and load it: the one path by which serving,
+    promotion and rollback load a model. Raises :class:`ModelLoadError` when it cannot serve."""
+    import mlflow.artifacts
+
+    from training.train import CHECKPOINT_FILE, mlflow_client
+
+    client = client or mlflow_client(settings)
+    name = settings.registered_model_name
+    try:
+        # MLflow resolves ``models:/`` URIs through the process-global registry URI whatever
+        # ``registry_uri`` is passed, so the version's download URI is resolved with this
+        # settings' client instead: the same lookup ``models:/<name>/<version>`` does.
+        source = client.get_model_version_download_uri(name, str(version))
+        dst = settings.models_dir / "registry" / name / str(version)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=source, dst_path=str(dst), tracking_uri=settings.mlflow_uri
+        )
+        path = Path(local)
+        recommender = load_recommender(path / CHECKPOINT_FILE if path.is_dir() else path)
+        if smoke_test:
+            recommender.smoke_test()
+    except Exception as exc:  # noqa: BLE001 - whatever broke, this version cannot serve
+        raise ModelLoadError(f"{name} v{version} cannot be loaded: {type(exc).__name__}: {exc}") from exc
+    return recommender
+
+
+def load_champion(settings: Settings) -> tuple[Recommender, str] | None:
+    """The registry's ``champion`` version as a Recommender, or None when there is none yet."""
+    from training.train import mlflow_client
+
+    client = mlflow_client(settings)
+    # Resolve once and load that version: the alias may move between two calls, and the
+    # version reported must be the one loaded.
+    version = champion_version(settings, client)
+    if version is None:
+        return None
+    return load_registered_version(settings, version, client, smoke_test=False), version

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,7 +73,9 @@ def test_first_candidate_is_logged_registered_and_promoted(ring_two_nights, synt
     decision = decide_promotion(settings, synth.DAY1, candidate, gate_passed=True)
     assert decision.promote, decision.checks
     assert _checks(decision) == {"quality_gate_passed": True, "metrics_finite": True,
-                                 "beats_popularity": True, "not_worse_than_champion": True}
+                                 "non_empty_outputs": True, "beats_popularity": True,
+                                 "within_tolerance_of_champion": True, "coverage_floor": True,
+                                 "serves_in_api_path": True}
     assert decision.champion_version is None
     # The DAG passes the decision through XCom as a dict and rebuilds it.
     record = apply_decision(settings, PromotionDecision(**json.loads(json.dumps(asdict(decision)))))
@@ -85,8 +89,17 @@ def test_first_candidate_is_logged_registered_and_promoted(ring_two_nights, synt
     assert torch.equal(champion.score(x), local.score(x))
     saved = json.loads((settings.decisions_dir / "2026-11-10.json").read_text())
     assert saved["promote"] is True and saved["candidate_version"] == "1"
-    tags = client.get_model_version(settings.registered_model_name, "1").tags
-    assert tags["decision"] == "promoted" and tags["reasons"] == "all checks passed"
+    version = client.get_model_version(settings.registered_model_name, "1")
+    assert version.tags["decision"] == "promoted" and version.tags["reasons"] == "all checks passed"
+    # The model card: local file, run artifact and the version's description agree.
+    card = Path(record["model_card_path"]).read_text()
+    assert card.startswith("# Model card: sequential_recommender v1")
+    for section in ("## Data window", "test_start: " + candidate["split"]["test_start"],
+                    "| ndcg_at_10 |", "| serves_in_api_path | yes |", "## Data quality",
+                    "no quality-gate verdict recorded", "code revision"):
+        assert section in card, section
+    assert version.description == card
+    assert "model_card.md" in [a.path for a in client.list_artifacts(candidate["run_id"])]
 
 
 def test_worse_candidate_is_refused_and_the_champion_stays(ring_two_nights, synth, tiny_sasrec):
@@ -100,7 +113,7 @@ def test_worse_candidate_is_refused_and_the_champion_stays(ring_two_nights, synt
     assert candidate["split"]["test_start"] != champion["split"]["test_start"]
     decision = decide_promotion(settings, synth.DAY2, candidate, gate_passed=True)
     assert not decision.promote
-    assert _checks(decision)["not_worse_than_champion"] is False
+    assert _checks(decision)["within_tolerance_of_champion"] is False
     assert decision.champion_version == champion["model_version"]
 
     # The champion was re-scored on the NEW test window, not given its old score.
@@ -110,11 +123,11 @@ def test_worse_candidate_is_refused_and_the_champion_stays(ring_two_nights, synt
     assert rescored["n_examples"] == candidate["n_test_examples"] != champion["n_test_examples"]
 
     record = apply_decision(settings, decision)
-    assert record["promote"] is False and "not_worse_than_champion" in record["failed_checks"]
+    assert record["promote"] is False and "within_tolerance_of_champion" in record["failed_checks"]
     assert _champion_version(settings) == champion["model_version"]
     tags = mlflow_client(settings).get_model_version(
         settings.registered_model_name, candidate["model_version"]).tags
-    assert tags["decision"] == "rejected" and "not_worse_than_champion" in tags["reasons"]
+    assert tags["decision"] == "rejected" and "within_tolerance_of_champion" in tags["reasons"]
     saved = json.loads((settings.decisions_dir / "2026-11-11.json").read_text())
     assert saved["champion_version_after"] == champion["model_version"]
 
@@ -181,3 +194,71 @@ def test_cli_trains_and_registers(ring_two_nights, synth, monkeypatch, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["model_name"] == "popularity" and summary["model_version"] == "1"
     assert summary["metrics"] == summary["baseline_metrics"]
+
+
+def corrupt_registered_artifact(settings, version: str) -> None:
+    """Overwrite a registered version's checkpoint in the MLflow artifact store with junk."""
+    from urllib.parse import urlparse
+
+    from training.train import CHECKPOINT_FILE
+
+    source = mlflow_client(settings).get_model_version_download_uri(settings.registered_model_name, version)
+    path = Path(urlparse(source).path) / CHECKPOINT_FILE
+    assert path.is_file(), path
+    path.write_bytes(b"this is not a torch checkpoint")
+
+
+def test_corrupt_artifact_is_refused(ring_two_nights, synth, tiny_sasrec):
+    settings = ring_two_nights
+    candidate = _good(settings, synth.DAY1, tiny_sasrec)
+    corrupt_registered_artifact(settings, candidate["model_version"])
+    decision = decide_promotion(settings, synth.DAY1, candidate, gate_passed=True)
+    assert not decision.promote
+    assert decision.failed_checks == ["serves_in_api_path"]
+    assert "cannot be loaded" in {c["name"]: c for c in decision.checks}["serves_in_api_path"]["detail"]
+    record = apply_decision(settings, decision)
+    assert record["champion_version_after"] is None and load_champion(settings) is None
+
+
+def test_popularity_can_be_promoted_when_there_is_no_better_champion(ring_two_nights, synth):
+    settings = ring_two_nights
+    candidate = train_and_log(settings, synth.DAY1, "popularity", epochs=1)
+    decision = decide_promotion(settings, synth.DAY1, candidate, gate_passed=True)
+    beats = {c["name"]: c for c in decision.checks}["beats_popularity"]
+    assert beats["passed"] and "not applicable" in beats["detail"]
+    assert decision.promote, decision.checks
+    apply_decision(settings, decision)
+    assert _champion_version(settings) == candidate["model_version"]
+
+
+def test_tolerance_and_coverage_floor_come_from_settings(ring_two_nights, synth, tiny_sasrec):
+    settings = ring_two_nights
+    good = _good(settings, synth.DAY1, tiny_sasrec)
+    apply_decision(settings, decide_promotion(settings, synth.DAY1, good, gate_passed=True))
+    weak = _weak(settings, synth.DAY1, tiny_sasrec)  # same night, same window, much worse
+    strict = decide_promotion(settings, synth.DAY1, weak, gate_passed=True)
+    assert "within_tolerance_of_champion" in strict.failed_checks
+    lenient = dataclasses.replace(settings, promotion_tolerance=1.0, promotion_min_coverage=1.01)
+    decision = decide_promotion(lenient, synth.DAY1, weak, gate_passed=True)
+    checks = _checks(decision)
+    assert checks["within_tolerance_of_champion"] is True  # champion * (1 - 1.0) = 0
+    assert checks["coverage_floor"] is False and decision.tolerance == 1.0
+
+
+def test_stage_refuses_a_model_trained_on_data_that_failed_the_gate(ring_two_nights, synth, tiny_sasrec):
+    from pipeline.stages import evaluate_candidate, promote_candidate
+
+    settings = ring_two_nights
+    candidate = _good(settings, synth.DAY1, tiny_sasrec)
+    settings.quality_dir.mkdir(parents=True, exist_ok=True)
+    (settings.quality_dir / f"{synth.DAY1}.json").write_text(json.dumps({
+        "run_date": synth.DAY1.isoformat(), "passed": False,
+        "failed_critical": ["events: expect_column_values_to_not_be_null(user_id) 12% null"],
+        "failed_warnings": [], "suites": {"events": False}, "data_docs_index": "/nowhere/index.html",
+    }))
+    decision = evaluate_candidate(settings, synth.DAY1, candidate)
+    assert decision["promote"] is False
+    record = promote_candidate(settings, synth.DAY1, decision)
+    assert record["failed_checks"] == ["quality_gate_passed"] and load_champion(settings) is None
+    card = Path(record["model_card_path"]).read_text()
+    assert "gate: **FAILED**" in card and "12% null" in card

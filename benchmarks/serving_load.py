@@ -1,0 +1,423 @@
+"""Serving latency under load: the real API (uvicorn) vs its floor (feature read + model forward).
+
+Builds a small real pipeline state (a generated ring-walk log as the dbt marts, features exported
+and materialized into Feast, a SASRec trained, registered and promoted in MLflow), starts
+``uvicorn serving.app:app`` on loopback in a subprocess and drives ``GET /recommendations/{user}``
+with an open-loop async load generator (httpx.AsyncClient; requests are sent on a fixed schedule
+whether or not earlier ones answered, so a slow server cannot slow the offered load down). For
+each rate it reports achieved throughput and p50/p99 latency (measured from each request's
+scheduled send time), next to the floor measured in-process in the same run: the online feature
+read alone (``UserFeatureReader.read``, the API's read path) and the model forward alone
+(``Recommender.recommend``), as ratios. The load generator shares the machine with the server.
+
+    python -m benchmarks.serving_load                       # 50, 100, 200 req/s, 20 s each, SQLite
+    python -m benchmarks.serving_load --online-store sqlite --online-store redis --duration 10
+
+Redis runs as a private ``redis-server`` on a free port (never the machine's shared one).
+Writes ``benchmarks/results/serving_load.json`` and its section of ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+from benchmarks import common
+
+NAME = "serving_load"
+TITLE = "Serving latency under load"
+MODULE = "benchmarks.serving_load"
+RUN_DATE = date(2026, 11, 10)
+TARGET_P99_MS = 20.0
+TARGET_RATIO = 2.0
+
+
+# ---------------------------------------------------------------- a small real pipeline state
+
+
+def ring_rows(n_users: int, n_items: int, seed: int = 0) -> list[tuple[str, list[str], list[datetime]]]:
+    rng = random.Random(seed)
+    end = datetime(2026, 11, 10, 22, 0)
+    rows = []
+    for u in range(n_users):
+        start, length = rng.randrange(n_items), rng.randint(8, 30)
+        times = [end - timedelta(hours=4 * (length - k) + rng.uniform(0, 3)) for k in range(length)]
+        items = []
+        current = start
+        for k in range(length):
+            if k:
+                current = rng.randrange(n_items) if rng.random() < 0.1 else (current + 1) % n_items
+            items.append(f"item_{current:04d}")
+        rows.append((f"user_{u:05d}", items, times))
+    return rows
+
+
+def build_state(settings, n_users: int, n_items: int, epochs: int) -> list[str]:
+    """Warehouse -> Feast (export, apply, materialize) -> SASRec promoted; the user ids."""
+    import duckdb
+
+    from features.store import apply_feature_repo, export_feature_data, materialize
+    from training.promote import apply_decision, decide_promotion
+    from training.train import train_and_log
+
+    rows = ring_rows(n_users, n_items)
+    settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    k = settings.max_sequence_length
+    with duckdb.connect(str(settings.warehouse_path)) as con:
+        con.execute("create or replace table user_sequences (user_id varchar, item_ids varchar[], "
+                    "event_times timestamp[], n_events bigint, first_event_time timestamp, "
+                    "last_event_time timestamp)")
+        con.executemany("insert into user_sequences values (?, ?, ?, len(?), list_min(?), list_max(?))",
+                        [(u, i, t, i, t, t) for u, i, t in rows])
+        con.execute(f"""
+            create or replace table user_features as
+            select user_id, cast(last_event_time as date) as feature_date,
+                   last_event_time as event_timestamp, item_ids[-{k}:] as recent_item_ids,
+                   n_events as n_events_total, cast(1 as bigint) as n_sessions_total,
+                   cast(0 as bigint) as n_purchases_total
+            from user_sequences""")
+        con.execute("""
+            create or replace table item_features as
+            select item_id, cast(max(t) as date) as feature_date, max(t) as event_timestamp,
+                   count(*) as n_events_1d, count(*) as n_events_7d, count(*) as n_users_7d
+            from (select unnest(item_ids) as item_id, unnest(event_times) as t from user_sequences)
+            group by item_id""")
+    export_feature_data(settings)
+    apply_feature_repo(settings)
+    end = datetime(2026, 11, 11, tzinfo=timezone.utc)
+    materialize(settings, end - timedelta(days=60), end)
+    from training.recommender import champion_version
+
+    if champion_version(settings) is None:
+        candidate = train_and_log(settings, RUN_DATE, "sasrec", epochs=epochs, lr=3e-3)
+        decision = decide_promotion(settings, RUN_DATE, candidate, gate_passed=True)
+        apply_decision(settings, decision)
+        if not decision.promote:
+            raise RuntimeError(f"benchmark model not promoted: {decision.checks}")
+    return [u for u, _, _ in rows]
+
+
+def rematerialize(settings) -> None:
+    from features.store import apply_feature_repo, materialize
+
+    apply_feature_repo(settings)
+    end = datetime(2026, 11, 11, tzinfo=timezone.utc)
+    materialize(settings, end - timedelta(days=60), end)
+
+
+# ---------------------------------------------------------------- the floor, in-process
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, int(round(q / 100 * (len(ordered) - 1)))))
+    return ordered[index]
+
+
+def measure_floor(settings, users: list[str], n: int = 1000) -> dict[str, dict[str, float]]:
+    from features.store import UserFeatureReader, feature_store
+    from training.recommender import load_champion
+
+    import torch
+
+    torch.set_num_threads(settings.serving_torch_threads or torch.get_num_threads())  # as the API runs
+    store = feature_store(settings)
+    model, _ = load_champion(settings)
+    rng = random.Random(1)
+    reader = UserFeatureReader(store)  # what the API reads through
+    reader.read(users[:1])  # warm: registry, connection
+    feature_ms, model_ms, histories = [], [], []
+    for _ in range(n):
+        user = rng.choice(users)
+        t = time.perf_counter()
+        found = reader.read([user])
+        feature_ms.append((time.perf_counter() - t) * 1000)
+        histories.append(list((found.get(user) or {}).get("recent_item_ids") or []))
+    for history in histories:
+        t = time.perf_counter()
+        model.recommend(history, 10, exclude=set(history))
+        model_ms.append((time.perf_counter() - t) * 1000)
+    both = [a + b for a, b in zip(feature_ms, model_ms)]
+    return {name: {"p50": percentile(v, 50), "p99": percentile(v, 99), "mean": statistics.fmean(v)}
+            for name, v in (("feature_read", feature_ms), ("model_forward", model_ms), ("floor", both))}
+
+
+# ---------------------------------------------------------------- the server and the load
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def start_server(settings, port: int, log_path: Path) -> subprocess.Popen:
+    env = dict(os.environ) | {
+        "RECSYS_HOME": str(settings.home),
+        "RECSYS_MAX_SEQUENCE_LENGTH": str(settings.max_sequence_length),
+        "RECSYS_FEAST_ONLINE_STORE": settings.feast_online_store,
+        "RECSYS_REDIS_CONNECTION_STRING": settings.redis_connection_string,
+        "RECSYS_CHAMPION_POLL_SECONDS": "30",
+    }
+    log = open(log_path, "wb")  # noqa: SIM115 - closed when the process is stopped
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1", "--port", str(port),
+         "--no-access-log", "--log-level", "warning"],
+        env=env, cwd=common.REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+    )
+    process.log = log  # type: ignore[attr-defined]
+    return process
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    process.log.close()  # type: ignore[attr-defined]
+
+
+async def _wait_healthy(client, timeout_s: float = 300.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            body = (await client.get("/health")).json()
+            if body.get("status") == "ok":
+                return body
+        except Exception:  # noqa: BLE001 - starting
+            pass
+        await asyncio.sleep(0.2)
+    raise RuntimeError("the API did not become healthy")
+
+
+async def open_loop(base_url: str, users: list[str], rate: float, duration_s: float, seed: int = 0) -> dict[str, Any]:
+    """Send ``rate`` req/s for ``duration_s`` on a fixed schedule; latency from the scheduled time."""
+    import httpx
+
+    rng = random.Random(seed)
+    n = int(rate * duration_s)
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    fallbacks = 0
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=10.0) as client:
+        await _wait_healthy(client)
+        loop = asyncio.get_running_loop()
+        start = loop.time() + 0.1
+
+        async def one(i: int) -> None:
+            nonlocal fallbacks
+            scheduled = start + i / rate
+            delay = scheduled - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                response = await client.get(f"/recommendations/{rng.choice(users)}", params={"k": 10})
+                status = response.status_code
+                if status == 200 and response.json()["fallback"]:
+                    fallbacks += 1
+            except Exception:  # noqa: BLE001 - counted as a failure
+                status = 0
+            latencies.append((loop.time() - scheduled) * 1000)
+            statuses[status] = statuses.get(status, 0) + 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        elapsed = time.perf_counter() - began
+    ok = statuses.get(200, 0)
+    return {
+        "rate": rate, "requests": n, "ok": ok, "errors": n - ok, "fallbacks": fallbacks,
+        "throughput": ok / elapsed, "p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
+        "max": max(latencies) if latencies else float("nan"),
+    }
+
+
+async def server_metrics(base_url: str) -> str:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        return (await client.get("/metrics")).text
+
+
+# ---------------------------------------------------------------- one configuration
+
+
+def start_private_redis(workdir: Path) -> tuple[subprocess.Popen, int]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed")
+    port = free_port()
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", str(workdir)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return process, port
+
+
+def run_store(base, users: list[str], store: str, rates: list[float], duration: float,
+              work: Path) -> dict[str, Any]:
+    redis_process = None
+    settings = base
+    if store == "redis":
+        redis_process, port = start_private_redis(work)
+        settings = dataclasses.replace(base, feast_online_store="redis",
+                                       redis_connection_string=f"127.0.0.1:{port}")
+        rematerialize(settings)
+    try:
+        floor = measure_floor(settings, users)
+        port = free_port()
+        server = start_server(settings, port, work / f"uvicorn-{store}.log")
+        try:
+            base_url = f"http://127.0.0.1:{port}"
+            asyncio.run(open_loop(base_url, users, 50, 3, seed=99))  # warm-up, not reported
+            loads = [asyncio.run(open_loop(base_url, users, rate, duration, seed=i))
+                     for i, rate in enumerate(rates)]
+        finally:
+            stop_server(server)
+    finally:
+        if redis_process is not None:
+            redis_process.kill()
+            redis_process.wait()
+    return {"store": store, "floor": floor, "loads": loads}
+
+
+# ---------------------------------------------------------------- records and the docs section
+
+
+def to_records(runs: list[dict[str, Any]], dataset: str, command: str, hardware: dict, date_: str) -> list[dict]:
+    records = []
+    for run in runs:
+        floor = run["floor"]
+        for load in run["loads"]:
+            ds = f"{dataset}, {run['store']} online store, {load['rate']:g} req/s"
+            base = dict(dataset=ds, command=command, hardware=hardware, date=date_)
+            api = f"GET /recommendations (uvicorn, 1 worker, {run['store']})"
+            floor_name = "in-process feature read + model forward"
+            records += [
+                common.record("throughput", load["throughput"], "req/s", model=api, baseline=None, **base),
+                common.record("p50_latency", load["p50"], "ms", model=api, baseline=None, **base),
+                common.record("p99_latency", load["p99"], "ms", model=api, baseline=None, **base),
+                common.record("errors", load["errors"], "requests", model=api, baseline=None, **base),
+                common.record("fallbacks", load["fallbacks"], "requests", model=api, baseline=None, **base),
+                common.record("p50_vs_floor", load["p50"] / floor["floor"]["p50"], "ratio", model=api,
+                              baseline=floor_name, **base),
+                common.record("p99_vs_floor", load["p99"] / floor["floor"]["p99"], "ratio", model=api,
+                              baseline=floor_name, **base),
+                common.record("floor_feature_read_p50", floor["feature_read"]["p50"], "ms",
+                              model="UserFeatureReader.read (in-process)", baseline=None, **base),
+                common.record("floor_feature_read_p99", floor["feature_read"]["p99"], "ms",
+                              model="UserFeatureReader.read (in-process)", baseline=None, **base),
+                common.record("floor_model_forward_p50", floor["model_forward"]["p50"], "ms",
+                              model="Recommender.recommend (in-process)", baseline=None, **base),
+                common.record("floor_model_forward_p99", floor["model_forward"]["p99"], "ms",
+                              model="Recommender.recommend (in-process)", baseline=None, **base),
+            ]
+    return records
+
+
+def rows_of(runs: list[dict[str, Any]]) -> list[list[Any]]:
+    rows = []
+    for run in runs:
+        f = run["floor"]
+        for load in run["loads"]:
+            rows.append([
+                run["store"], f"{load['rate']:g}", f"{load['throughput']:.1f}", f"{load['p50']:.2f}",
+                f"{load['p99']:.2f}", f"{f['feature_read']['p50']:.2f} / {f['feature_read']['p99']:.2f}",
+                f"{f['model_forward']['p50']:.2f} / {f['model_forward']['p99']:.2f}",
+                f"{load['p50'] / f['floor']['p50']:.2f}x", f"{load['p99'] / f['floor']['p99']:.2f}x",
+                load["errors"], load["fallbacks"],
+            ])
+    return rows
+
+
+HEADERS = ["online store", "offered req/s", "achieved req/s", "p50 ms", "p99 ms",
+           "feature read p50/p99 ms", "model forward p50/p99 ms", "p50 vs floor", "p99 vs floor",
+           "errors", "fallbacks"]
+
+
+def render_section(runs, dataset: str, command: str, hardware: dict) -> str:
+    return "\n".join([
+        f"`{command}` — {dataset}; {common.hardware_summary(hardware)}.",
+        "",
+        "Open-loop load (fixed schedule, latency from each request's scheduled send time) from an "
+        "httpx.AsyncClient in another process on the same machine against `uvicorn serving.app:app` "
+        "(one worker). The floor is measured in-process in the same run: one online feature read "
+        "(`features.store.UserFeatureReader`, as the API reads) and one model forward (`Recommender.recommend`, "
+        "k=10); \"vs floor\" divides the API's percentile by the floor's (feature read + forward) "
+        f"same percentile. Targets: p99 <= {TARGET_P99_MS:g} ms at 200 req/s and within "
+        f"{TARGET_RATIO:g}x of the floor.",
+        "",
+        common.markdown_table(HEADERS, rows_of(runs), align="lrrrrrrrrrr"),
+    ])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, action="append", help="req/s (repeatable; default 50 100 200)")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per rate")
+    parser.add_argument("--online-store", action="append", choices=("sqlite", "redis"),
+                        help="repeatable; default sqlite")
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--items", type=int, default=300)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("--results", type=Path, default=common.RESULTS_DIR / f"{NAME}.json")
+    parser.add_argument("--docs", type=Path, default=common.DOCS_PATH)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from pipeline.settings import Settings
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    rates = args.rate or [50.0, 100.0, 200.0]
+    stores = args.online_store or ["sqlite"]
+    work = args.work_dir or common.default_work_dir(NAME)
+    work.mkdir(parents=True, exist_ok=True)
+    command = common.command_line(MODULE, argv)
+    settings = Settings(home=(work / "home").resolve(), champion_poll_seconds=30)
+    print(f"building the pipeline state in {settings.home} ...", flush=True)
+    users = build_state(settings, args.users, args.items, args.epochs)
+    runs = [run_store(settings, users, store, rates, args.duration, work) for store in stores]
+
+    hardware = common.hardware(packages=("torch", "feast", "fastapi", "uvicorn", "httpx"))
+    dataset = f"ring walk, {args.users} users, {args.items} items, SASRec, k=10, {args.duration:g} s per rate"
+    records = to_records(runs, dataset, command, hardware, common.now_iso())
+    merged = common.update_results(args.results, records)
+    common.replace_section(args.docs, NAME, TITLE, render_section(runs, dataset, command, hardware))
+    print(common.text_table(HEADERS, rows_of(runs)))
+    print(f"{len(records)} records -> {args.results} ({len(merged)} in all); section -> {args.docs}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""Rollback through a real MLflow registry, and a serving process following the champion alias:
+a rollback is followed without a restart, a corrupt version never becomes live."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from training.promote import apply_decision, decide_promotion
+from training.recommender import champion_version
+from training.rollback import RollbackRefused, main as rollback_cli, rollback
+from training.train import CHECKPOINT_FILE, mlflow_client, train_and_log
+
+
+def corrupt_registered_artifact(settings, version: str) -> None:
+    source = mlflow_client(settings).get_model_version_download_uri(settings.registered_model_name, version)
+    path = Path(urlparse(source).path) / CHECKPOINT_FILE
+    assert path.is_file(), path
+    path.write_bytes(b"\x00 not a checkpoint")
+
+
+def wait_for(predicate, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+@pytest.fixture
+def two_champions(settings, synth, tiny_sasrec):
+    """v1 promoted on night 1, v2 promoted on night 2: v2 serves, v1 is the previous champion."""
+    settings = dataclasses.replace(settings, champion_poll_seconds=0.1)
+    synth.write(settings.warehouse_path, synth.ring_rows())
+    for day in (synth.DAY1, synth.DAY2):
+        candidate = train_and_log(settings, day, "sasrec", epochs=4, lr=3e-3, model_config=tiny_sasrec)
+        decision = decide_promotion(settings, day, candidate, gate_passed=True, tolerance=1.0)
+        assert decision.promote, decision.checks
+        apply_decision(settings, decision)
+    assert champion_version(settings) == "2"
+    return settings
+
+
+@pytest.fixture
+def following(two_champions):
+    from serving.recommender import RecommendationService
+    from serving.registry import ChampionFollower
+
+    service = RecommendationService(two_champions)
+    follower = ChampionFollower(service, two_champions.champion_poll_seconds).start()
+    yield service
+    follower.stop()
+    service.close()
+
+
+def test_rollback_moves_the_alias_and_serving_follows(two_champions, following):
+    settings, service = two_champions, following
+    assert service.model_version == "2"
+    record = rollback(settings, 1, reason="v2 hurts conversions")
+    assert record["done"] and record["champion_version_before"] == "2"
+    assert record["champion_version_after"] == champion_version(settings) == "1"
+    saved = json.loads(Path(record["record_path"]).read_text())
+    assert saved["action"] == "rollback" and saved["note"] == "v2 hurts conversions"
+    assert Path(record["record_path"]).parent == settings.decisions_dir
+    assert wait_for(lambda: service.model_version == "1"), service.model_version
+    text = service.metrics.render().decode()
+    assert 'recsys_model_info{model_name="sasrec",model_version="1"} 1.0' in text
+    assert 'model_version="2"' not in text
+    tags = mlflow_client(settings).get_model_version(settings.registered_model_name, "1").tags
+    assert tags["decision"] == "rolled_back_to"
+
+
+def test_missing_or_corrupt_versions_are_refused_and_never_served(two_champions, following, synth):
+    settings, service = two_champions, following
+    with pytest.raises(RollbackRefused, match="does not exist"):
+        rollback(settings, 99)
+    with pytest.raises(RollbackRefused, match="already is the champion"):
+        rollback(settings, 2)
+
+    # A third version whose artifact is damaged after registration.
+    bad = train_and_log(settings, synth.DAY2, "popularity", epochs=1)
+    corrupt_registered_artifact(settings, bad["model_version"])
+    with pytest.raises(RollbackRefused, match="cannot be loaded") as refused:
+        rollback(settings, bad["model_version"])
+    assert refused.value.record["done"] is False and champion_version(settings) == "2"
+    assert json.loads(Path(refused.value.record["record_path"]).read_text())["done"] is False
+
+    # Even when the alias is moved by hand past every check, serving refuses to load it.
+    mlflow_client(settings).set_registered_model_alias(
+        settings.registered_model_name, settings.champion_alias, bad["model_version"])
+    assert wait_for(lambda: bad["model_version"] in service.refused)
+    assert service.model_version == "2"
+    assert service.recommend("user_0001", 5).model_version == "2"
+    assert 'recsys_model_reloads_total{outcome="refused"} 1.0' in service.metrics.render().decode()
+
+
+def test_cli_to_previous(two_champions, capsys, monkeypatch):
+    settings = two_champions
+    monkeypatch.setenv("RECSYS_HOME", str(settings.home))
+    monkeypatch.setenv("RECSYS_MAX_SEQUENCE_LENGTH", str(settings.max_sequence_length))
+    assert rollback_cli(["--to-previous"]) == 0
+    assert json.loads(capsys.readouterr().out)["champion_version_after"] == "1"
+    assert rollback_cli(["--to-previous"]) == 1  # nothing earlier than v1 was ever champion
+    assert "no earlier version" in capsys.readouterr().err
+    assert rollback_cli(["--version", "2"]) == 0 and champion_version(settings) == "2"
+
+
+def test_rollback_dag_is_manual_with_a_version_param():
+    from airflow.dag_processing.dagbag import DagBag
+
+    from pipeline.settings import REPO_ROOT
+
+    dag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "rollback_champion.py")).dags["rollback_champion"]
+    assert dag.schedule is None or dag.timetable.summary in ("None", None)
+    assert "version" in dag.params and dag.catchup is False
+    assert [t.task_id for t in dag.tasks] == ["rollback"]

@@ -1,0 +1,129 @@
+"""A model card per registered version, written when its promotion is decided.
+
+The card is markdown: the decision and every named check, the data window (the split), the
+metrics next to the re-scored champion's and the popularity baseline's on the same test window,
+the data-quality summary of the night (the gate's recorded verdict) and the code revision. It is
+stored three ways, so whichever one a reader has, they find it:
+
+* ``model_card.md`` in the candidate's MLflow run (artifact);
+* the registered model version's description (and tags ``model_card``, ``git_revision``);
+* ``$RECSYS_HOME/decisions/model_cards/<model>-v<version>.md``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pipeline.settings import REPO_ROOT, Settings
+
+# The SQL model registry stores descriptions up to 5000 characters.
+MAX_DESCRIPTION = 4900
+
+
+def git_revision() -> str | None:
+    """The checkout's commit, ``+dirty`` when tracked files differ; None outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "–" if value is None else str(value)
+
+
+def quality_summary(settings: Settings, run_date: str) -> list[str]:
+    from quality.gate import load_verdict
+
+    try:
+        verdict = load_verdict(settings, date.fromisoformat(run_date))
+    except (ValueError, OSError, KeyError) as exc:
+        return [f"- verdict unreadable: {exc}"]
+    if verdict is None:
+        return ["- no quality-gate verdict recorded for this date"]
+    lines = [
+        f"- gate: **{'passed' if verdict.passed else 'FAILED'}**",
+        "- suites: " + ", ".join(f"{k} {'ok' if v else 'failed'}" for k, v in sorted(verdict.suites.items())),
+        f"- failed critical expectations: {len(verdict.failed_critical)}",
+        f"- failed warnings: {len(verdict.failed_warnings)}",
+    ]
+    lines += [f"  - {f}" for f in (verdict.failed_critical + verdict.failed_warnings)[:10]]
+    lines.append(f"- Data Docs: `{verdict.data_docs_index}`")
+    return lines
+
+
+def render_model_card(settings: Settings, record: dict[str, Any], revision: str | None = None) -> str:
+    """The markdown card of a decision record (what :func:`training.promote.apply_decision` wrote)."""
+    name = record.get("registered_model_name") or settings.registered_model_name
+    version = record["candidate_version"]
+    metrics = record.get("metrics") or {}
+    cand = metrics.get("candidate") or {}
+    pop = metrics.get("popularity") or {}
+    champ = metrics.get("champion_rescored") or {}
+    split = record.get("split") or {}
+    status = "promoted to champion" if record.get("promote") else "not promoted"
+    lines = [
+        f"# Model card: {name} v{version}",
+        "",
+        f"- model: `{record.get('candidate_model_name') or '?'}`, MLflow run `{record.get('candidate_run_id')}`",
+        f"- run date: {record.get('run_date')}; decided {record.get('decided_at')}",
+        f"- decision: **{status}**; champion before v{record.get('champion_version_before')}, "
+        f"after v{record.get('champion_version_after')}",
+        f"- code revision: `{revision or 'unknown'}`",
+        "",
+        "## Data window",
+        "",
+    ]
+    keys = ("as_of", "val_start", "test_start", "max_event_time", "test_days", "val_days",
+            "max_sequence_length", "n_users", "n_events", "n_items", "n_train_sequences",
+            "n_train_interactions", "n_val_examples", "n_test_examples")
+    lines += [f"- {k}: {split[k]}" for k in keys if k in split] or ["- (not recorded)"]
+    champion_label = (f"champion v{record.get('champion_version_before')} (re-scored)"
+                      if champ else "champion")
+    lines += ["", "## Metrics on the same held-out test window", "",
+              f"| metric | candidate | {champion_label} | popularity |", "|---|---:|---:|---:|"]
+    for metric in sorted(set(cand) | set(pop) | set(champ)):
+        lines.append(f"| {metric} | {_fmt(cand.get(metric))} | {_fmt(champ.get(metric))} | {_fmt(pop.get(metric))} |")
+    lines += ["", "## Promotion checks", "", "| check | passed | detail |", "|---|---|---|"]
+    for check in record.get("checks", []):
+        detail = str(check.get("detail", "")).replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {check['name']} | {'yes' if check['passed'] else '**no**'} | {detail} |")
+    lines += ["", "## Data quality (the night's gate)", "", *quality_summary(settings, str(record.get("run_date")))]
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(settings: Settings, record: dict[str, Any], client=None) -> str:
+    """Render the card and store it (run artifact, version description + tags, local file)."""
+    from training.train import mlflow_client
+
+    client = client or mlflow_client(settings)
+    name = record.get("registered_model_name") or settings.registered_model_name
+    version = str(record["candidate_version"])
+    revision = git_revision()
+    text = render_model_card(settings, record, revision)
+
+    folder = settings.decisions_dir / "model_cards"
+    folder.mkdir(parents=True, exist_ok=True)
+    model = record.get("candidate_model_name") or "model"
+    path = Path(folder / f"{name}-v{version}.md")
+    path.write_text(text, encoding="utf-8")
+
+    if record.get("candidate_run_id"):
+        client.log_text(record["candidate_run_id"], text, "model_card.md")
+    client.update_model_version(name, version, description=text[:MAX_DESCRIPTION])
+    client.set_model_version_tag(name, version, "model_card", str(path))
+    client.set_model_version_tag(name, version, "model_kind", model)
+    if revision:
+        client.set_model_version_tag(name, version, "git_revision", revision)
+    return str(path)
