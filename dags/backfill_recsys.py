@@ -9,6 +9,10 @@ from datetime import date, datetime
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from pipeline.alerts import on_task_failure
+from pipeline.assets import LAKE_EVENTS, SESSION_TABLES, record_asset_event
+from pipeline.logging_setup import task_stage_logs
+
 DOC = """
 ### Backfill of raw logs into the lake
 
@@ -24,6 +28,9 @@ Triggered by hand (no schedule) with **Params** `start` and `end` (YYYY-MM-DD, i
 3. `build_sessions` — one `dbt build` over the whole lake.
 
 Re-running a backfill rewrites the same partitions (every stage is idempotent for its dates).
+
+Updates the assets `recsys_lake_events` and `recsys_session_tables`; a failed task appends an
+alert record to `$RECSYS_HOME/alerts/<date>.jsonl`.
 """
 
 
@@ -36,7 +43,7 @@ Re-running a backfill rewrites the same partitions (every stage is idempotent fo
     catchup=False,
     max_active_runs=1,
     tags=["recsys", "backfill", "ingestion"],
-    default_args={"owner": "recsys-platform", "retries": 0},
+    default_args={"owner": "recsys-platform", "retries": 0, "on_failure_callback": on_task_failure},
     params={
         "start": Param(
             type="string", format="date", title="First arrival date",
@@ -63,19 +70,25 @@ def backfill_recsys():
         return {"first": days[0].isoformat(), "last": days[-1].isoformat(), "days": len(days)}
 
     # A retry re-runs the whole range: each day's ingestion replaces its own previous run.
-    @task(retries=1)
+    @task(retries=1, outlets=[LAKE_EVENTS])
     def ingest_arrival_days(plan: dict) -> dict:
         from pipeline import stages
 
-        return stages.ingest_events_range(
-            settings(), date.fromisoformat(plan["first"]), date.fromisoformat(plan["last"])
-        )
+        with task_stage_logs("ingest_arrival_days", plan["last"]):
+            summary = stages.ingest_events_range(
+                settings(), date.fromisoformat(plan["first"]), date.fromisoformat(plan["last"])
+            )
+        record_asset_event(LAKE_EVENTS, summary)
+        return summary
 
-    @task(retries=1)
+    @task(retries=1, outlets=[SESSION_TABLES])
     def build_sessions(plan: dict, _ingested: dict) -> dict:
         from pipeline import stages
 
-        return stages.build_sessions(settings(), date.fromisoformat(plan["last"]))
+        with task_stage_logs("build_sessions", plan["last"]):
+            summary = stages.build_sessions(settings(), date.fromisoformat(plan["last"]))
+        record_asset_event(SESSION_TABLES, {"run_date": plan["last"], **summary})
+        return summary
 
     plan = plan_arrival_days()
     build_sessions(plan, ingest_arrival_days(plan))

@@ -7,9 +7,15 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, dag, get_current_context, task, teardown
 
-MODELS = ["sasrec", "popularity"]
+from pipeline.alerts import on_task_failure
+from pipeline.assets import LAKE_EVENTS, ONLINE_FEATURES, SESSION_TABLES, record_asset_event
+from pipeline.logging_setup import airflow_task_states, task_stage_logs
+
+# The registry in training.models (kept literal: importing it would load torch at every parse;
+# tests/dags checks the two agree).
+MODELS = ["sasrec", "bert4rec", "gru4rec", "hstu", "popularity", "covisitation", "sknn"]
 
 DOC = """
 ### Nightly recommender pipeline
@@ -25,6 +31,18 @@ Processes one **arrival day** of raw interaction logs (by default yesterday's, o
 5. `train_candidate` — PyTorch model + popularity baseline, logged and registered in MLflow.
 6. `evaluate_candidate` — candidate vs re-scored champion vs popularity on the same held-out window.
 7. `promote_candidate` — moves the `champion` alias only if every check passed; records why.
+8. `write_nightly_report` — runs whatever happened before it (a *teardown*: it never changes the
+   run's state): `dbt docs generate`, then the static HTML report of the night under
+   `$RECSYS_HOME/reports/<date>/index.html` (volumes and quarantine share per arrival day,
+   data-quality results with a link to the GE Data Docs, training curves, candidate vs champion vs
+   popularity over time, the promotion decision and its reasons, sample recommendations). Its
+   path is the task's XCom `report_path` and the last line of its log.
+
+**Assets** (data-aware scheduling): `ingest_events` updates `recsys_lake_events`,
+`build_sessions` `recsys_session_tables`, `materialize_features` `recsys_online_features`.
+**Alerts**: a failed task appends a JSON line to `$RECSYS_HOME/alerts/<date>.jsonl`.
+Logs of every stage are structured (`key=value`, or JSON with `RECSYS_LOG_FORMAT=json`) and carry
+`run_id` and `run_date`.
 """
 
 
@@ -37,7 +55,7 @@ Processes one **arrival day** of raw interaction logs (by default yesterday's, o
     catchup=False,
     max_active_runs=1,
     tags=["recsys", "nightly", "training"],
-    default_args={"owner": "recsys-platform", "retries": 0},
+    default_args={"owner": "recsys-platform", "retries": 0, "on_failure_callback": on_task_failure},
     params={
         "date": Param(
             None,
@@ -68,49 +86,77 @@ def nightly_recsys():
         return (run_after - timedelta(days=1)).date().isoformat()
 
     # Spark and file moves can hit transient I/O errors: retry those; the rest fail fast.
-    @task(retries=2, retry_delay=timedelta(minutes=1))
+    @task(retries=2, retry_delay=timedelta(minutes=1), outlets=[LAKE_EVENTS])
     def ingest_events(run_date: str) -> dict:
         from pipeline import stages
 
-        return stages.ingest_events(settings(), date.fromisoformat(run_date))
+        with task_stage_logs("ingest_events", run_date):
+            summary = stages.ingest_events(settings(), date.fromisoformat(run_date))
+        record_asset_event(LAKE_EVENTS, summary)
+        return summary
 
-    @task(retries=1, retry_delay=timedelta(minutes=1))
+    @task(retries=1, retry_delay=timedelta(minutes=1), outlets=[SESSION_TABLES])
     def build_sessions(run_date: str, _ingested: dict) -> dict:
         from pipeline import stages
 
-        return stages.build_sessions(settings(), date.fromisoformat(run_date))
+        with task_stage_logs("build_sessions", run_date):
+            summary = stages.build_sessions(settings(), date.fromisoformat(run_date))
+        record_asset_event(SESSION_TABLES, {"run_date": run_date, **summary})
+        return summary
 
     @task
     def check_quality(run_date: str, _sessions: dict) -> dict:
         from pipeline import stages
 
-        return stages.check_quality(settings(), date.fromisoformat(run_date))
+        with task_stage_logs("check_quality", run_date):
+            return stages.check_quality(settings(), date.fromisoformat(run_date))
 
-    @task(retries=2, retry_delay=timedelta(minutes=1))
+    @task(retries=2, retry_delay=timedelta(minutes=1), outlets=[ONLINE_FEATURES])
     def materialize_features(run_date: str, _verdict: dict) -> dict:
         from pipeline import stages
 
-        return stages.materialize_features(settings(), date.fromisoformat(run_date))
+        with task_stage_logs("materialize_features", run_date):
+            summary = stages.materialize_features(settings(), date.fromisoformat(run_date))
+        record_asset_event(ONLINE_FEATURES, {"run_date": run_date, **summary})
+        return summary
 
     @task
     def train_candidate(run_date: str, _features: dict, params: dict | None = None) -> dict:
         from pipeline import stages
 
-        return stages.train_candidate(
-            settings(), date.fromisoformat(run_date), params["model"], int(params["epochs"])
-        )
+        with task_stage_logs("train_candidate", run_date):
+            return stages.train_candidate(
+                settings(), date.fromisoformat(run_date), params["model"], int(params["epochs"])
+            )
 
     @task
     def evaluate_candidate(run_date: str, candidate: dict) -> dict:
         from pipeline import stages
 
-        return stages.evaluate_candidate(settings(), date.fromisoformat(run_date), candidate)
+        with task_stage_logs("evaluate_candidate", run_date):
+            return stages.evaluate_candidate(settings(), date.fromisoformat(run_date), candidate)
 
     @task
     def promote_candidate(run_date: str, decision: dict) -> dict:
         from pipeline import stages
 
-        return stages.promote_candidate(settings(), date.fromisoformat(run_date), decision)
+        with task_stage_logs("promote_candidate", run_date):
+            return stages.promote_candidate(settings(), date.fromisoformat(run_date), decision)
+
+    # A teardown runs once everything upstream is done, failed or not, and is left out of the
+    # run's state: a gate failure still fails the run, and the night still gets its report.
+    @teardown
+    def write_nightly_report(run_date: str) -> dict:
+        from pipeline import stages
+
+        context = get_current_context()
+        with task_stage_logs("write_nightly_report", run_date) as log:
+            result = stages.write_nightly_report(
+                settings(), date.fromisoformat(run_date), run_id=context["run_id"],
+                task_states=airflow_task_states(),
+            )
+            log.info("nightly report: %s", result["report_path"], extra={"report_path": result["report_path"]})
+        return result
 
     run_date = resolve_run_date()
     ingested = ingest_events(run_date)
@@ -119,7 +165,8 @@ def nightly_recsys():
     features = materialize_features(run_date, verdict)
     candidate = train_candidate(run_date, features)
     decision = evaluate_candidate(run_date, candidate)
-    promote_candidate(run_date, decision)
-
+    promoted = promote_candidate(run_date, decision)
+    report = write_nightly_report(run_date)
+    [ingested, sessions, verdict, features, candidate, decision, promoted] >> report
 
 nightly_recsys()
