@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-from-lock
 
-.PHONY: demo test test-fast api airflow-ui feast-ui lock clean
+.PHONY: demo test test-all test-fast api airflow-ui feast-ui lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (and Java 17 for Spark)"; exit 1; }
@@ -18,8 +18,13 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m pipeline.demo
 
-## The test suite (what CI runs)
+## The test suite (what CI runs); the multi-minute stack tests are in test-all
 test: $(STAMP)
+	$(BIN)/pytest -q -m "not heavy"
+
+## Everything, including the stack tests marked heavy (Airflow UI in Chromium, Spark standalone
+## master, Airflow + MLflow on the local Postgres, the nightly report runs)
+test-all: $(STAMP)
 	$(BIN)/pytest -q
 
 ## Unit tests only (skips Spark, dbt and the end-to-end DAG run)

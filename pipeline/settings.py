@@ -44,6 +44,20 @@ class Settings:
     champion_alias: str = "champion"
     device: str = "auto"  # "auto", "cpu", "cuda"
     seed: int = 42
+    # Promotion: the candidate must reach champion * (1 - tolerance) on the primary metric
+    # (0.0: at least as good as the re-scored champion) and this catalog coverage@10.
+    promotion_tolerance: float = 0.0
+    promotion_min_coverage: float = 0.01
+    # Serving: how often the API checks the registry's champion alias (0 disables the poller),
+    # how long a request waits for the online store before answering from popularity, and
+    # "live" (model per request) or "precomputed" (top-K lists written after promotion).
+    champion_poll_seconds: float = 30.0
+    feature_timeout_ms: float = 50.0
+    serving_mode: str = "live"
+    precompute_k: int = 100
+    # PyTorch intra-op threads while the API runs (0: leave as is). A batch-1 forward gains
+    # nothing from more, and spinning OpenMP threads cost 10x its latency on a busy small machine.
+    serving_torch_threads: int = 1
 
     # ---- derived locations (one place, so every stage agrees) ----
     @property
@@ -110,6 +124,11 @@ class Settings:
         return self.home / "decisions"
 
     @property
+    def precomputed_path(self) -> Path:
+        """SQLite file of precomputed top-K lists (used when the online store is not Redis)."""
+        return self.home / "serving" / "precomputed.sqlite"
+
+    @property
     def mlflow_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
 
@@ -138,6 +157,19 @@ class Settings:
             registered_model_name=_env(env, "RECSYS_REGISTERED_MODEL_NAME", d.registered_model_name),
             device=_env(env, "RECSYS_DEVICE", d.device),
             seed=int(_env(env, "RECSYS_SEED", str(d.seed))),
+            promotion_tolerance=float(_env(env, "RECSYS_PROMOTION_TOLERANCE", str(d.promotion_tolerance))),
+            promotion_min_coverage=float(
+                _env(env, "RECSYS_PROMOTION_MIN_COVERAGE", str(d.promotion_min_coverage))
+            ),
+            champion_poll_seconds=float(
+                _env(env, "RECSYS_CHAMPION_POLL_SECONDS", str(d.champion_poll_seconds))
+            ),
+            feature_timeout_ms=float(_env(env, "RECSYS_FEATURE_TIMEOUT_MS", str(d.feature_timeout_ms))),
+            serving_mode=_env(env, "RECSYS_SERVING_MODE", d.serving_mode),
+            precompute_k=int(_env(env, "RECSYS_PRECOMPUTE_K", str(d.precompute_k))),
+            serving_torch_threads=int(
+                _env(env, "RECSYS_SERVING_TORCH_THREADS", str(d.serving_torch_threads))
+            ),
         )
 
     def with_home(self, home: Path) -> "Settings":

@@ -68,11 +68,17 @@ def ingest_events_range(settings: Settings, first: date, last: date) -> dict[str
     }
 
 
-def build_sessions(settings: Settings, run_date: date) -> dict[str, Any]:
-    """dbt: lake -> staging -> sessionized events -> session tables, sequences, feature tables."""
-    from pipeline.session_tables import build_session_tables
+def build_sessions(settings: Settings, run_date: date, full_refresh: bool = False) -> dict[str, Any]:
+    """dbt: lake -> staging -> sessionized events -> session tables, sequences, feature tables.
 
-    summary = build_session_tables(settings)
+    Incremental: rebuilds the users with events on the ``affected_event_dates`` of every
+    reconciliation record no build has consumed yet (the run's arrival day, a backfill's whole
+    range, a re-ingested day), from their whole history; a full refresh when there is no
+    warehouse or build record yet, the session settings changed, or ``full_refresh``.
+    """
+    from pipeline.session_tables import build_pending_session_tables
+
+    summary = build_pending_session_tables(settings, full_refresh=full_refresh)
     log.info("session tables for %s: %s", run_date, summary)
     return summary
 
@@ -86,14 +92,27 @@ def check_quality(settings: Settings, run_date: date) -> dict[str, Any]:
     return dataclasses.asdict(verdict) | {"run_date": run_date.isoformat()}
 
 
-def materialize_features(settings: Settings, run_date: date) -> dict[str, Any]:
-    """Feast: export the feature tables, register the repo, load the online store for the date."""
+def materialize_features(
+    settings: Settings,
+    run_date: date,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> dict[str, Any]:
+    """Feast: export the feature tables, register the repo, load the online store for the date.
+
+    The interval is explicit: by default the ``FEATURE_MATERIALIZATION_DAYS`` ending with the
+    run's data interval (so rows a late event changed on earlier days are refreshed too), or
+    ``[start, end)`` as given. Re-running a past date is safe: no user is rolled back to an
+    older row (see features.store.materialize), and readers see whole rows throughout.
+    """
     from features.store import apply_feature_repo, export_feature_data, materialize
 
     rows = export_feature_data(settings)
     apply_feature_repo(settings)
-    _, end = day_bounds(run_date)
-    start = end - timedelta(days=FEATURE_MATERIALIZATION_DAYS)
+    if end is None:
+        _, end = day_bounds(run_date)
+    if start is None:
+        start = end - timedelta(days=FEATURE_MATERIALIZATION_DAYS)
     summary = materialize(settings, start, end)
     return {"exported_rows": rows, "interval": [start.isoformat(), end.isoformat()], **summary}
 
@@ -123,3 +142,51 @@ def promote_candidate(settings: Settings, run_date: date, decision: dict[str, An
     from training.promote import PromotionDecision, apply_decision
 
     return apply_decision(settings, PromotionDecision(**decision))
+
+
+def generate_docs(settings: Settings) -> dict[str, Any]:
+    """dbt's documentation site (``dbt docs generate``) under ``$RECSYS_HOME/dbt_docs``."""
+    from pipeline.session_tables import generate_docs as dbt_docs_generate
+
+    docs_dir = dbt_docs_generate(settings)
+    return {"dbt_docs_index": str(docs_dir / "index.html")}
+
+
+def write_nightly_report(
+    settings: Settings, run_date: date, run_id: str | None = None,
+    task_states: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """dbt docs + the static HTML report of the night (``reports/<date>/index.html``).
+
+    Runs after every other task, whatever their outcome: a failure of the docs is logged and the
+    report is written anyway (it says the docs are missing).
+    """
+    from pipeline.report import write_report
+
+    docs: dict[str, Any] = {}
+    if any(settings.events_dir.glob("event_date=*/arrival_date=*/*.parquet")):
+        try:
+            docs = generate_docs(settings)
+        except Exception as exc:  # noqa: BLE001 - the report must still be written
+            log.warning("dbt docs generate failed: %s", exc)
+    result = write_report(settings, run_date, run_id=run_id, task_states=task_states)
+    log.info("nightly report for %s: %s", run_date, result["report_path"])
+    return result | docs
+
+
+def precompute_recommendations(settings: Settings, run_date: date | None = None) -> dict[str, Any]:
+    """Serving: the champion's top-K for every active user, stored for ``RECSYS_SERVING_MODE=precomputed``."""
+    from serving.precompute import precompute
+
+    summary = precompute(settings)
+    return summary | ({"run_date": run_date.isoformat()} if run_date else {})
+
+
+def rollback_champion(settings: Settings, version: int | str | None = None, reason: str = "") -> dict[str, Any]:
+    """MLflow registry: move the champion alias to ``version`` (None: the previous champion).
+
+    Raises (after recording why) when the version does not exist or cannot serve.
+    """
+    from training.rollback import rollback
+
+    return rollback(settings, version, to_previous=version is None, reason=reason)
