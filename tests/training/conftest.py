@@ -102,3 +102,24 @@ def ring_warehouse(settings: Settings) -> Settings:
 def tiny_sasrec() -> dict:
     """A model small enough for 2 CPU cores, big enough for the ring."""
     return {"d_model": 32, "n_heads": 2, "n_layers": 1, "dropout": 0.1}
+
+
+def write_amazon(path: Path, n_users: int = 60, n_items: int = 30, seed: int = 0) -> Path:
+    """``user item item ...`` lines: users walk a ring of items (learnable next item)."""
+    rng = random.Random(seed)
+    lines = []
+    for u in range(1, n_users + 1):
+        current = rng.randint(1, n_items)
+        items = []
+        for _ in range(rng.randint(5, 12)):
+            items.append(current)
+            current = current % n_items + 1 if rng.random() < 0.85 else rng.randint(1, n_items)
+        lines.append(f"{u} " + " ".join(map(str, items)))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def amazon_file():
+    """Writes a small Amazon-format file (see ``write_amazon``) wherever a test asks."""
+    return write_amazon

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import sys
@@ -11,21 +10,6 @@ import sys
 import pytest
 
 from training.loo import leave_one_out_split, load_loo_split, read_user_sequences
-
-
-def write_amazon(path: Path, n_users: int = 60, n_items: int = 30, seed: int = 0) -> Path:
-    """``user item item ...`` lines: users walk a ring of items (learnable next item)."""
-    rng = random.Random(seed)
-    lines = []
-    for u in range(1, n_users + 1):
-        current = rng.randint(1, n_items)
-        items = []
-        for _ in range(rng.randint(5, 12)):
-            items.append(current)
-            current = current % n_items + 1 if rng.random() < 0.85 else rng.randint(1, n_items)
-        lines.append(f"{u} " + " ".join(map(str, items)))
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def test_split_per_user(tmp_path):
@@ -72,13 +56,13 @@ def test_real_amazon_files_match_the_readme(shared_data):
         assert split.vocab.item_ids[:3] == ["1", "2", "3"]
 
 
-def test_benchmark_harness_writes_records_and_docs(tmp_path):
+def test_benchmark_harness_writes_records_and_docs(tmp_path, amazon_file):
     repo_root = str(Path(__file__).resolve().parents[2])
     if repo_root not in sys.path:  # benchmarks/ is not an installed package
         sys.path.insert(0, repo_root)
     from benchmarks import amazon_loo, common
 
-    data = write_amazon(tmp_path / "Tiny.txt")
+    data = amazon_file(tmp_path / "Tiny.txt")
     results = tmp_path / "amazon_loo.json"
     # An earlier record of another model and dataset must survive the run.
     other = common.record("ndcg_at_10", 0.5, "ratio", dataset="amazon-Other", model="x", baseline=None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -17,23 +16,9 @@ from training.train import batches, mask_batch, train_model
 TINY = {"d_model": 16, "n_heads": 1, "n_layers": 1, "dropout": 0.1}
 
 
-def write_amazon(path: Path, n_users: int = 60, n_items: int = 30, seed: int = 0) -> Path:
-    rng = random.Random(seed)
-    lines = []
-    for u in range(1, n_users + 1):
-        current = rng.randint(1, n_items)
-        items = []
-        for _ in range(rng.randint(5, 12)):
-            items.append(current)
-            current = current % n_items + 1 if rng.random() < 0.85 else rng.randint(1, n_items)
-        lines.append(f"{u} " + " ".join(map(str, items)))
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 @pytest.fixture
-def loo_split(tmp_path):
-    return load_loo_split(write_amazon(tmp_path / "Tiny.txt"), max_len=10)
+def loo_split(tmp_path, amazon_file):
+    return load_loo_split(amazon_file(tmp_path / "Tiny.txt"), max_len=10)
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -164,9 +149,9 @@ def test_bert4rec_trains_when_registered(settings, loo_split, tmp_path):
     assert result.epochs_run == 2 and result.test_metrics["n_examples"] == len(loo_split.test_examples)
 
 
-def test_cli_trains_a_leave_one_out_file(tmp_path, monkeypatch, capsys):
+def test_cli_trains_a_leave_one_out_file(tmp_path, monkeypatch, capsys, amazon_file):
     monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
-    data = write_amazon(tmp_path / "Tiny.txt")
+    data = amazon_file(tmp_path / "Tiny.txt")
     train_mod.main(["--loo", str(data), "--model", "sasrec", "--epochs", "1", "--max-len", "10",
                     "--out", str(tmp_path / "out"), "--no-progress",
                     "--model-config", json.dumps(TINY)])
