@@ -8,6 +8,8 @@ repo, materializes it (rows/s), then times reads of the ``recommendation_feature
 * ``feast get_online_features``: ``features.store.read_user_features`` (the serving path);
 * ``feast online_read``: ``features.store.UserFeatureReader`` (the store's ``online_read``
   with Feast's own key serialization, views resolved once, one call per view);
+* ``feast online_read_async`` (Redis): the same reader's ``aread`` on an event loop, the API's path
+  on Redis;
 * the floor: the same keys read without Feast: a ``sqlite3`` ``SELECT ... WHERE entity_key IN``
   on both views' tables, or one Redis pipeline of ``HMGET`` of the same fields, with the values
   decoded from Feast's ValueProto.
@@ -18,6 +20,7 @@ repo, materializes it (rows/s), then times reads of the ``recommendation_feature
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import socket
 import sqlite3
@@ -84,6 +87,23 @@ def _timed(fn: Callable[[], Any], iterations: int) -> list[float]:
         fn()
         out.append((time.perf_counter_ns() - start) / 1e6)
     return out
+
+
+def _timed_async(loop: Any, make: Callable[[], Any], iterations: int) -> list[float]:
+    """:func:`_timed` for a coroutine factory, awaited on ``loop`` (one loop for all: the async
+    Redis client belongs to the loop that first used it, as in the API)."""
+
+    async def run() -> list[float]:
+        for _ in range(min(50, iterations)):
+            await make()
+        out = []
+        for _ in range(iterations):
+            start = time.perf_counter_ns()
+            await make()
+            out.append((time.perf_counter_ns() - start) / 1e6)
+        return out
+
+    return loop.run_until_complete(run())
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -175,6 +195,9 @@ def bench_store(kind: str, args: argparse.Namespace, work: Path) -> list[dict[st
         # the three paths must agree before their speed means anything
         expected = ops.read_user_features(store, hundred)
         assert reader.read(hundred) == expected
+        loop = asyncio.new_event_loop()
+        if reader.reads_async:
+            assert loop.run_until_complete(reader.aread(hundred)) == expected
         assert {u: {n: direct(hundred)[u][n] for n in expected[u]} for u in hundred} == expected
 
         results = {"materialize_rows_per_s": rows / seconds, "materialize_s": seconds,
@@ -187,6 +210,11 @@ def bench_store(kind: str, args: argparse.Namespace, work: Path) -> list[dict[st
                 times = _timed(fn, iterations)
                 results[(label, path)] = {"p50": statistics.median(times), "p99": _percentile(times, 99),
                                           "n": iterations}
+            if reader.reads_async:  # the API's path on Redis: online_read_async on its event loop
+                times = _timed_async(loop, lambda u=users: reader.aread(u), iterations)
+                results[(label, "feast online_read_async")] = {
+                    "p50": statistics.median(times), "p99": _percentile(times, 99), "n": iterations}
+        loop.close()
         return [results]
     finally:
         if kind == "redis":

@@ -467,19 +467,46 @@ class UserFeatureReader:
             for p in service.feature_view_projections
         ]
 
-    def read(self, user_ids: list[str]) -> dict[str, dict[str, Any] | None]:
-        from feast.type_map import feast_value_type_to_python_type
+    @property
+    def reads_async(self) -> bool:
+        """Whether the online store reads natively on an event loop (Feast's Redis store does)."""
+        online_store = getattr(self._provider, "online_store", None)
+        supported = getattr(online_store, "async_supported", None)
+        return bool(supported is not None and supported.read)
 
-        unique_ids = list(dict.fromkeys(user_ids))
-        if not unique_ids:
-            return {}
-        keys = [_entity_key([USER_JOIN_KEY], [u]) for u in unique_ids]
-        result: dict[str, dict[str, Any]] = {u: {} for u in unique_ids}
-        for view, names in self._views:
-            rows = self._provider.online_read(
+    def read(self, user_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        unique_ids, keys = self._keys(user_ids)
+        per_view = [
+            self._provider.online_read(
                 # a copy: the Redis store appends its timestamp field to the list it is given
                 config=self._store.config, table=view, entity_keys=keys, requested_features=list(names)
             )
+            for view, names in self._views
+        ] if keys else []
+        return self._decode(unique_ids, per_view)
+
+    async def aread(self, user_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """:meth:`read` on the caller's event loop (``online_read_async``), for stores with
+        :attr:`reads_async`: no worker thread per request, and cancelling it (a timeout) is clean."""
+        unique_ids, keys = self._keys(user_ids)
+        per_view = [
+            await self._provider.online_read_async(
+                config=self._store.config, table=view, entity_keys=keys, requested_features=list(names)
+            )
+            for view, names in self._views
+        ] if keys else []
+        return self._decode(unique_ids, per_view)
+
+    @staticmethod
+    def _keys(user_ids: list[str]) -> tuple[list[str], list]:
+        unique_ids = list(dict.fromkeys(user_ids))
+        return unique_ids, [_entity_key([USER_JOIN_KEY], [u]) for u in unique_ids]
+
+    def _decode(self, unique_ids: list[str], per_view: list[list]) -> dict[str, dict[str, Any] | None]:
+        from feast.type_map import feast_value_type_to_python_type
+
+        result: dict[str, dict[str, Any]] = {u: {} for u in unique_ids}
+        for (_, names), rows in zip(self._views, per_view):
             for user_id, (_, values) in zip(unique_ids, rows):
                 for name in names:
                     value = (values or {}).get(name)

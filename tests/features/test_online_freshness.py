@@ -4,6 +4,7 @@ and pushed events extend the online list at once, on SQLite and on Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import threading
@@ -225,5 +226,10 @@ def test_direct_read_path_matches_get_online_features(online):
     store = feature_ops.feature_store(settings, project=project)
     users = ["u1", "nobody", "u2", "u1"]
     assert feature_ops.read_user_features_direct(store, users) == feature_ops.read_user_features(store, users)
-    assert feature_ops.UserFeatureReader(store).read(users) == feature_ops.read_user_features(store, users)
+    reader = feature_ops.UserFeatureReader(store)
+    assert reader.read(users) == feature_ops.read_user_features(store, users)
     assert feature_ops.read_user_features_direct(store, []) == {}
+    # Redis reads natively on the event loop too (the API's path there); same answer.
+    assert reader.reads_async == (settings.feast_online_store == "redis")
+    if reader.reads_async:
+        assert asyncio.run(reader.aread(users)) == feature_ops.read_user_features(store, users)
