@@ -8,7 +8,7 @@ cluster deployment changes environment variables only (see ``docker/.env.example
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -58,6 +58,9 @@ class Settings:
     # PyTorch intra-op threads while the API runs (0: leave as is). A batch-1 forward gains
     # nothing from more, and spinning OpenMP threads cost 10x its latency on a busy small machine.
     serving_torch_threads: int = 1
+    # Bearer token POST /admin/reload requires; empty (the local default) leaves it open. Read
+    # from the environment only (RECSYS_ADMIN_TOKEN), never from a file in the repository.
+    admin_token: str = field(default="", repr=False)
 
     # ---- derived locations (one place, so every stage agrees) ----
     @property
@@ -170,6 +173,7 @@ class Settings:
             serving_torch_threads=int(
                 _env(env, "RECSYS_SERVING_TORCH_THREADS", str(d.serving_torch_threads))
             ),
+            admin_token=_env(env, "RECSYS_ADMIN_TOKEN", d.admin_token),
         )
 
     def with_home(self, home: Path) -> "Settings":

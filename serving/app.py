@@ -7,7 +7,8 @@
 * ``POST /events``                       - push live events into users' online recent items, so
   their next recommendations react within the session (Feast push source);
 * ``POST /admin/reload``                 - check the registry's champion now (after a promotion
-  or a rollback) instead of waiting for the poller.
+  or a rollback) instead of waiting for the poller; with ``RECSYS_ADMIN_TOKEN`` set it needs
+  ``Authorization: Bearer <token>``.
 
 Once a champion is loaded the recommendation routes never answer 5xx: a slow or failing online
 store or model gives popular items with ``fallback: true`` and a ``fallback_reason``. Before any
@@ -16,6 +17,7 @@ promotion they answer 503.
 
 from __future__ import annotations
 
+import secrets
 import time
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -232,9 +234,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {k: pushed[k] for k in ("users", "events", "recent_item_ids")}
 
     @app.post("/admin/reload", response_model=ReloadOut,
+              responses={401: {"description": "RECSYS_ADMIN_TOKEN is set and the bearer token differs"}},
               summary="Load the registry's current champion now (refused versions are retried)")
     def reload(request: Request) -> dict[str, Any]:
-        return service_of(request).reload_champion(force=True)
+        service = service_of(request)
+        expected = service.settings.admin_token
+        if expected:
+            given = request.headers.get("authorization", "")
+            if not secrets.compare_digest(given.encode(), f"Bearer {expected}".encode()):
+                raise HTTPException(status_code=401, detail="a valid admin bearer token is required",
+                                    headers={"WWW-Authenticate": "Bearer"})
+        return service.reload_champion(force=True)
 
     @app.get("/metrics", response_class=Response,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})

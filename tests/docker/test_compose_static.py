@@ -227,3 +227,16 @@ def test_hadolint(dockerfile):
 def test_dockerignore_keeps_state_and_secrets_out_of_the_image():
     ignored = (REPO_ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".recsys", ".git"} <= set(ignored)
+
+
+def test_celery_profile_commands_exist_in_the_locked_environment():
+    # The image installs requirements.lock: the worker's command and its health check must be
+    # runnable from it, or the celery profile would only fail once deployed.
+    worker = load_compose()["services"]["airflow-worker"]
+    assert worker["command"][:2] == ["airflow", "celery"]
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    done = subprocess.run([airflow, *worker["command"][1:], "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    app_module = re.search(r"--app (\S+)\.app", " ".join(worker["healthcheck"]["test"])).group(1)
+    assert subprocess.run([sys.executable, "-c", f"import {app_module}"], capture_output=True,
+                          timeout=120).returncode == 0

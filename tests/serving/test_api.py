@@ -215,6 +215,15 @@ def test_malformed_events_are_refused(client, payload):
     assert client.post("/events", json=payload).status_code == 422
 
 
+def test_admin_reload_needs_the_token_when_one_is_set(client, service, served, monkeypatch):
+    assert client.post("/admin/reload").status_code == 200  # no token configured: open (local default)
+    monkeypatch.setattr(service, "settings", dataclasses.replace(served, admin_token="s3cret"))
+    assert client.post("/admin/reload").status_code == 401
+    assert client.post("/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    answer = client.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
+    assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+
+
 # The schema is built at import (schemathesis parametrizes at collection); the app only needs
 # its service set before the first call, which the fixture below does with the module's service.
 FUZZ_APP = create_app()
