@@ -5,6 +5,7 @@
     python -m benchmarks.amazon_loo --dataset Beauty --models sasrec,popularity
                                     [--epochs N] [--max-minutes M] [--device auto]
                                     [--file PATH] [--results PATH] [--docs PATH] [--no-docs]
+                                    [--recbole-python PATH]
 
 For each model: the S3Rec-version 5-core file ``../shared/data/amazon/<dataset>.txt`` split
 leave-one-out (:mod:`training.loo`: train on ``items[:-2]``, validate on ``items[-2]``, test on
@@ -21,13 +22,26 @@ selected checkpoint); records of other
 ``--max-minutes`` caps each model's training wall time (the loop stops after the epoch that
 passes it and keeps the best validated checkpoint so far). ``peak_rss`` is the peak resident
 memory of this process while that model was built, trained and evaluated (sampled every 0.1 s).
+
+``--recbole-python PATH`` (default: none, skipped) adds an external reference: after the project's
+models, RecBole's SASRec (``benchmarks/recbole_sasrec.py``, run by that interpreter in a
+subprocess; RecBole is not a project dependency, so PATH is the python of a throwaway environment
+that has it) trains on the same file under the same protocol and hyperparameters, with the same
+``--epochs`` / ``--max-minutes`` / ``--device`` / ``--threads`` / ``--seed``. Its figures are recorded as
+model ``recbole-sasrec`` (``FIGURES`` but ``sequences_per_second``; its ``peak_rss`` is that of the
+subprocess), and each project SASRec variant of the same run gets two ratio records with baseline
+``recbole-sasrec``: ``time_ratio_vs_recbole`` (its ``train_seconds`` / RecBole's) and
+``ndcg_at_10_ratio_vs_recbole`` (its test NDCG@10 / RecBole's). When the interpreter is missing,
+cannot import RecBole or the run fails, a message says so and nothing is recorded for RecBole.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -83,6 +97,15 @@ FIGURES = (  # (metric, unit) recorded per model
 )
 
 
+# RecBole's SASRec as an external reference (--recbole-python): the script its interpreter runs,
+# the figures recorded for it (sequences/s counts our training windows, a unit RecBole has not),
+# and the ratio records of each project SASRec variant against it: (metric, figure divided).
+RECBOLE_MODEL = "recbole-sasrec"
+RECBOLE_SCRIPT = Path(__file__).resolve().with_name("recbole_sasrec.py")
+RECBOLE_FIGURES = tuple((metric, unit) for metric, unit in FIGURES if metric != "sequences_per_second")
+RECBOLE_RATIOS = (("time_ratio_vs_recbole", "train_seconds"), ("ndcg_at_10_ratio_vs_recbole", "ndcg_at_10"))
+
+
 def dataset_name(text: str) -> str:
     return DATASETS.get(text.lower(), text)
 
@@ -129,6 +152,93 @@ def run_model(
         "train_config": dataclasses.asdict(tc),
         "model_config": model_config,
     }
+
+
+def recbole_problem(python: Path) -> str | None:
+    """Why ``python`` cannot run the RecBole reference (``None`` when it can)."""
+    python = Path(python)
+    if not python.is_file() or not os.access(python, os.X_OK):
+        return f"no executable interpreter at {python}"
+    try:
+        done = subprocess.run([str(python), "-c", "import recbole"], capture_output=True, text=True, timeout=300,
+                              env=_recbole_env())
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{python} did not start: {exc}"
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+        return f"{python} cannot import recbole: {last}"
+    return None
+
+
+def _recbole_env() -> dict[str, str]:
+    # The throwaway interpreter sees its own packages only, never the project's.
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+
+
+def recbole_command(python: Path, data_file: Path, *, work_dir: Path, out: Path, epochs: int,
+                    max_minutes: float | None, device: str, threads: int | None, seed: int) -> list[str]:
+    """The command line that runs :mod:`benchmarks.recbole_sasrec` under ``python``."""
+    device = "cuda" if device.startswith("cuda") else device if device == "cpu" else "auto"
+    command = [str(python), str(RECBOLE_SCRIPT), "--file", str(Path(data_file).resolve()),
+               "--work-dir", str(work_dir), "--out", str(out), "--epochs", str(epochs),
+               "--device", device, "--seed", str(seed)]
+    if max_minutes:
+        command += ["--max-minutes", str(max_minutes)]
+    if threads:
+        command += ["--threads", str(threads)]
+    return command
+
+
+def run_recbole(python: Path, data_file: Path, *, epochs: int | None, max_minutes: float | None, device: str,
+                threads: int | None, seed: int, work_dir: Path) -> dict[str, Any] | None:
+    """RecBole's SASRec on ``data_file`` (see ``benchmarks/recbole_sasrec.py``): its figures, or
+    ``None`` (with a message) when it cannot run or fails."""
+    problem = recbole_problem(python)
+    if problem:
+        print(f"RecBole reference skipped: {problem}", flush=True)
+        return None
+    folder = Path(work_dir).resolve() / RECBOLE_MODEL
+    folder.mkdir(parents=True, exist_ok=True)
+    out, log = folder / "result.json", folder / "recbole.log"
+    out.unlink(missing_ok=True)
+    command = recbole_command(python, data_file, work_dir=folder, out=out,
+                              epochs=epochs or MODELS["sasrec"][2]["epochs"], max_minutes=max_minutes,
+                              device=device, threads=threads, seed=seed)
+    print(f"{RECBOLE_MODEL}: running {' '.join(command)} (log: {log})", flush=True)
+    try:
+        measured = common.run_measured(command, env=_recbole_env(), cwd=folder, log_path=log)
+    except OSError as exc:
+        print(f"RecBole reference failed to start: {exc}; nothing recorded for {RECBOLE_MODEL}", flush=True)
+        return None
+    if measured.returncode != 0 or not out.exists():
+        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-15:] if log.exists() else []
+        print(f"RecBole reference failed (exit {measured.returncode}); nothing recorded for {RECBOLE_MODEL}. "
+              f"Last lines of {log}:", *(f"    {line}" for line in tail), sep="\n", flush=True)
+        return None
+    try:
+        result = json.loads(out.read_text(encoding="utf-8"))
+        result["model"] = RECBOLE_MODEL
+        result["peak_rss"] = measured.peak_rss_mib
+        result["wall_seconds"] = measured.wall_s
+        for metric, _ in RECBOLE_FIGURES:
+            result.setdefault(metric, None)
+    except (ValueError, AttributeError) as exc:
+        print(f"RecBole reference wrote an unreadable {out}: {exc}; nothing recorded", flush=True)
+        return None
+    return result
+
+
+def recbole_ratios(outcomes: Sequence[dict[str, Any]], recbole: dict[str, Any]) -> list[tuple[str, str, float | None]]:
+    """``(model, metric, value)`` for each project SASRec variant of ``outcomes`` against RecBole's."""
+    out = []
+    for result in outcomes:
+        if MODELS.get(result["model"], (result["model"],))[0] != "sasrec":
+            continue
+        for metric, figure in RECBOLE_RATIOS:
+            ours, theirs = result.get(figure), recbole.get(figure)
+            value = float(ours) / float(theirs) if ours is not None and theirs else None
+            out.append((result["model"], metric, value))
+    return out
 
 
 def merge_records(path: Path, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -183,6 +293,12 @@ def docs_body(records: Sequence[dict[str, Any]]) -> str:
         summary = common.hardware_summary(rec["hardware"])
         if summary not in hardware:
             hardware.append(summary)
+    ratio_names = [metric for metric, _ in RECBOLE_RATIOS]
+    ratio_rows = []
+    for (dataset, model), row in sorted(table.items()):
+        if any(name in row for name in ratio_names):
+            ratio_rows.append([dataset.removeprefix("amazon-"), model, RECBOLE_MODEL,
+                               *[_fmt(row.get(name), 3) for name in ratio_names], str(row["_record"]["date"])[:10]])
     lines = [
         "Leave-one-out on the S3Rec 5-core files (train `items[:-2]`, validate on `items[-2]`, test on "
         "`items[-1]`, inputs of at most 50 items), every item of the catalog ranked, items of the "
@@ -195,6 +311,23 @@ def docs_body(records: Sequence[dict[str, Any]]) -> str:
         "on that machine as it was (shared with other work when it was); `best / run epochs` below "
         "the configured maximum with best = run means the time cap (`--max-minutes`) ended training "
         "while validation was still improving.",
+        "",
+    ]
+    if ratio_rows:
+        lines += [
+            "",
+            f"Against RecBole's SASRec (`{RECBOLE_MODEL}`: RecBole run by `--recbole-python` in its own "
+            "environment on the same file, split and protocol, with our SASRec's hyperparameters where RecBole "
+            "has them; the input's items are excluded from its ranking as from ours; remaining differences in "
+            "`benchmarks/recbole_sasrec.py`), measured in the same invocation: train time ratio = "
+            "our train time / RecBole's (below 1: ours is faster), NDCG@10 ratio = our test NDCG@10 / "
+            "RecBole's (above 1: ours ranks better). Train time runs from the first training step to the "
+            "end of the test scoring, validation included, for both.",
+            "",
+            common.markdown_table(["dataset", "model", "baseline", "train time ratio", "NDCG@10 ratio", "date"],
+                                  ratio_rows, "lllrrl"),
+        ]
+    lines += [
         "",
         "Commands:",
         "",
@@ -221,6 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--progress", action="store_true", help="progress bar even without a terminal")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's); 1 is "
                         "faster on an oversubscribed machine, where OpenMP threads wait for each other")
+    parser.add_argument("--recbole-python", type=Path, default=None, metavar="PATH",
+                        help="python of a throwaway environment with RecBole: also run RecBole's SASRec on the "
+                        "same split and record the ratios (default: skipped)")
     args = parser.parse_args(argv)
     if args.threads:
         import torch
@@ -250,6 +386,16 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{time.monotonic() - started:.0f} s)", flush=True)
         outcomes.append(out)
 
+    recbole = None
+    if args.recbole_python:
+        started = time.monotonic()
+        recbole = run_recbole(args.recbole_python, path, epochs=args.epochs, max_minutes=args.max_minutes,
+                              device=args.device, threads=args.threads, seed=args.seed, work_dir=work_dir / dataset)
+        if recbole is not None:
+            print(f"{RECBOLE_MODEL}: test NDCG@10 {_fmt(recbole['ndcg_at_10'])} HR@10 {_fmt(recbole['hr_at_10'])} "
+                  f"(best epoch {recbole['best_epoch']}/{recbole['epochs_run']}, {recbole.get('stopped_by')}, "
+                  f"RecBole {recbole.get('recbole_version')}, {time.monotonic() - started:.0f} s)", flush=True)
+
     when = common.now_iso()
     records = []
     for out in outcomes:
@@ -261,6 +407,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             if unit == "ratio" and out[metric] is not None:
                 item["value"] = round(float(out[metric]), 5)  # record() keeps 3 decimals: too coarse here
+            records.append(item)
+    ratios = recbole_ratios(outcomes, recbole) if recbole is not None else []
+    if recbole is not None:
+        recbole_hardware = {**hardware, "torch": recbole.get("torch_version"),
+                            "recbole": recbole.get("recbole_version")}
+        for metric, unit in RECBOLE_FIGURES:
+            item = common.record(
+                metric, recbole[metric], unit, dataset=f"amazon-{dataset}", model=RECBOLE_MODEL, baseline=None,
+                command=command, hardware=recbole_hardware, date=when,
+            )
+            if unit == "ratio" and recbole[metric] is not None:
+                item["value"] = round(float(recbole[metric]), 5)
+            records.append(item)
+        for model, metric, value in ratios:
+            item = common.record(metric, value, "ratio", dataset=f"amazon-{dataset}", model=model,
+                                 baseline=RECBOLE_MODEL, command=command, hardware=hardware, date=when)
+            if value is not None:
+                item["value"] = round(value, 5)
             records.append(item)
     merged = merge_records(args.results, records)
 
@@ -274,8 +438,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                      _fmt(out["hr_at_20"]), _fmt(out["ndcg_at_20"]), _fmt(out["train_seconds"], 0),
                      _fmt(out["sequences_per_second"], 0), _fmt(out["peak_rss"], 0),
                      f"{out['best_epoch']}/{out['epochs_run']}"])
+    if recbole is not None:
+        rows.append([RECBOLE_MODEL, _fmt(recbole["hr_at_10"]), _fmt(recbole["ndcg_at_10"]), "", "",
+                     _fmt(recbole["hr_at_20"]), _fmt(recbole["ndcg_at_20"]), _fmt(recbole["train_seconds"], 0),
+                     "", _fmt(recbole["peak_rss"], 0), f"{recbole['best_epoch']}/{recbole['epochs_run']}"])
     print(f"\n{dataset} (leave-one-out, full ranking, test)")
     print(common.text_table(headers, rows))
+    if ratios:
+        print(f"\nagainst {RECBOLE_MODEL} (ours / RecBole's)")
+        print(common.text_table(["model", "metric", "ratio"], [[m, k, _fmt(v, 3)] for m, k, v in ratios]))
     if not args.no_docs:
         common.replace_section(args.docs, NAME, TITLE, docs_body(merged))
     return 0
