@@ -38,7 +38,6 @@ from pyspark.sql import functions as F
 from ingest.schema import (
     BAD_ENCODING,
     CORRUPT_FILE,
-    CORRUPT_RECORD_FIELD,
     EMPTY_LINE,
     EVENT_TYPES,
     FUTURE_TIMESTAMP,
@@ -49,7 +48,6 @@ from ingest.schema import (
     MAX_LINE_BYTES,
     MAX_RAW_LINE_CHARS,
     RAW_EVENT_FIELDS,
-    RAW_EVENT_SCHEMA,
     REQUIRED_FIELDS,
     STRING_FIELDS,
     TOO_OLD_TIMESTAMP,
@@ -64,18 +62,18 @@ from pipeline.settings import Settings
 
 RAW_FILE_SUFFIXES = (".jsonl", ".jsonl.gz")
 
-# Strict JSON: what the format promises, so a client that starts sending single quotes or NaN
-# is noticed in the quarantine instead of being half-understood.
-JSON_OPTIONS = {
-    "mode": "PERMISSIVE",
-    "columnNameOfCorruptRecord": CORRUPT_RECORD_FIELD,
-    "allowSingleQuotes": "false",
-    "allowNonNumericNumbers": "false",
-}
+# Every line is parsed once, by Spark's variant parser (try_parse_json): strict JSON, which is
+# what the format promises, so a client that starts sending single quotes, NaN, comments or
+# unquoted keys is noticed in the quarantine instead of being half-understood; duplicate keys
+# are rejected at every depth. The contract's fields are then read in one cast of the parsed
+# line to a struct of variants (cheaper than a lookup per field): a field is null when absent
+# and a variant null when it is JSON null, and only a JSON object casts to the struct (an
+# array, a scalar or null casts to null).
+RAW_FIELDS_TYPE = "struct<" + ", ".join(f"`{name}`: variant" for name in RAW_EVENT_FIELDS) + ">"
 # ISO-8601 with a zone. Spark's timestamp cast alone would also accept "2026" or a time without
 # zone (read in the session zone), which the format does not allow.
 ISO_TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})$"
-# from_json stops after the first JSON value, so two events glued together by a lost newline
+# The parser stops after the first JSON value, so two events glued together by a lost newline
 # would silently lose the second one. `}{"key":` cannot occur inside a valid single object
 # (inside a string the quote after `{` would close it), so this only matches glued objects.
 GLUED_OBJECTS_PATTERN = r"\}\s*\{\s*\"[^\"\\]*\"\s*:"
@@ -90,6 +88,9 @@ HADOOP_MAX_LINE_KEY = "mapreduce.input.linerecordreader.line.maxlength"
 HADOOP_LINE_SLACK = 3
 # Hadoop reads the limit as a Java int.
 MAX_LINE_LIMIT = 2**31 - 1 - HADOOP_LINE_SLACK
+
+# Lake columns whose values (almost) never repeat within a day.
+UNIQUE_EVENT_COLUMNS = ("event_id", "event_time")
 
 # Lake layout around publication (docs/architecture.md, "Lake"). Both folders are beside
 # events/ and quarantine/, outside every reader's glob.
@@ -255,9 +256,9 @@ def _stage_arrival_day(
         valid_rows = reason_counts.pop(None, 0)
         quarantine_reasons = dict(sorted(reason_counts.items()))
         _write_quarantine(classified, run_dir / "quarantine")
-        # Materialized and cut from its plan: count, fingerprints and the write reuse it instead
-        # of re-running the parse, the window and the lake join.
-        events = _new_events(spark, classified, settings, arrival_date).localCheckpoint(eager=True)
+        # Cached by the fingerprint count below, so the write reuses it instead of re-running
+        # the window and the lake join.
+        events = _cached(_new_events(spark, classified, settings, arrival_date))
         per_date = events.groupBy("event_date").agg(
             F.count(F.lit(1)).alias("rows"),
             # Decimal: a sum of 64-bit hashes overflows a long, which ANSI mode turns into an error.
@@ -329,7 +330,7 @@ def _read_and_classify(
     spark: SparkSession, settings: Settings, arrival_date: date, files: list[Path], run_dir: Path,
     max_line_bytes: int,
 ) -> tuple[DataFrame, Counter]:
-    """Classified lines (persisted) and the number of lines per reason (None: valid).
+    """Classified lines (cached) and the number of lines per reason (None: valid).
 
     Spark reads the files first. A file Spark cannot read to its end (a truncated gzip fails the
     read) or whose lines do not add up to its size (Hadoop skipped over-long lines without a
@@ -341,7 +342,9 @@ def _read_and_classify(
     salvage_dir = run_dir / "raw"
     while True:
         lines = _read_lines(spark, files, salvaged, arrival_date, max_line_bytes)
-        classified = _classify(lines, settings, arrival_date, max_line_bytes).persist(StorageLevel.MEMORY_AND_DISK)
+        # Cached by the count per reason below: the quarantine and the dedup read it back
+        # instead of parsing the day again.
+        classified = _cached(_classify(lines, settings, arrival_date, max_line_bytes))
         try:
             stats = classified.groupBy("source_file", "reason").agg(
                 F.count(F.lit(1)).alias("rows"),
@@ -387,6 +390,15 @@ def _read_and_classify(
             salvaged[path] = _salvage(path, salvage_dir, max_line_bytes)
 
 
+def _cached(frame: DataFrame) -> DataFrame:
+    """``frame``, marked to be cached on local disk by the first action that computes it.
+
+    On disk, so a big day needs no more memory than a small one, and uncompressed (see
+    ``ingest.spark``): Spark's column compression costs more CPU than reading the cache saves.
+    """
+    return frame.persist(StorageLevel.DISK_ONLY)
+
+
 def _source_name(arrival_date: date, name: str) -> str:
     # Relative to the raw folder, so the quarantine does not depend on where RECSYS_HOME is.
     return f"{arrival_date.isoformat()}/{name}"
@@ -426,7 +438,7 @@ def _read_lines(
     # Spark cannot decompress a zero-byte .gz (it has no gzip header); it holds no lines anyway.
     paths = [str(salvaged[path].copy) if path in salvaged else str(path)
              for path in files if path in salvaged or path.stat().st_size > 0]
-    frame = spark.createDataFrame([], schema)
+    frame: DataFrame | None = None
     if paths:
         frame = (
             spark.read.option(HADOOP_MAX_LINE_KEY, str(max_line_bytes + HADOOP_LINE_SLACK))
@@ -442,14 +454,33 @@ def _read_lines(
                 F.lit(None).cast("string").alias("preset_reason"),
             )
         )
+        frame = _spread_over_cores(frame, files=len(paths))
     rejected = [
         (evidence, _source_name(arrival_date, path.name), None, reason)
         for path, salvage in salvaged.items()
         for evidence, reason in salvage.rejected
     ]
-    if rejected:
-        frame = frame.unionByName(spark.createDataFrame(rejected, schema))
+    # Made only when needed: a local DataFrame costs the usual day close to a second.
+    if rejected or frame is None:
+        salvage_rows = spark.createDataFrame(rejected, schema)
+        frame = salvage_rows if frame is None else frame.unionByName(salvage_rows)
     return frame
+
+
+def _spread_over_cores(lines: DataFrame, files: int) -> DataFrame:
+    """The lines of ``files`` files, spread over all cores when there are fewer files than cores.
+
+    Spark reads a gzip file in one task (gzip cannot be split), so a day of one big file would
+    be parsed and classified on one core. Hash-partitioning by the raw line after the read
+    (cheaper than round robin, which sorts first) hands the lines to every core; the columns
+    taken from the file (``source_file``, ``line_bytes``) are computed before the shuffle. With
+    a file per core or more, every core has reading of its own and the shuffle would cost more
+    than it saves. (A plain file Spark could split itself is rare: uploads are gzip.)
+    """
+    cores = lines.sparkSession.sparkContext.defaultParallelism
+    if files >= cores:
+        return lines
+    return lines.repartition(cores, "raw_line")
 
 
 def _salvage(path: Path, folder: Path, max_line_bytes: int) -> _Salvage:
@@ -589,11 +620,6 @@ class _LineSplitter:
 # ---- classifying ----
 
 
-def _json_type(variant: Column, name: str) -> Column:
-    """The JSON type of a top-level field: STRING, BIGINT, OBJECT<...>, VOID (null); null if absent."""
-    return F.schema_of_variant(F.try_variant_get(variant, f"$.{name}", "variant"))
-
-
 def _blank(column: Column) -> Column:
     return column.isNull() | column.rlike(BLANK_PATTERN)
 
@@ -601,10 +627,56 @@ def _blank(column: Column) -> Column:
 def _classify(lines: DataFrame, settings: Settings, arrival_date: date, max_line_bytes: int) -> DataFrame:
     """Add ``reason`` (null for a valid event) and the parsed lake columns to every line."""
     line = F.col("raw_line")
-    parsed = F.col("parsed")
-    # A second, strict parse: it rejects duplicate keys and tells the JSON type of each field,
-    # which from_json hides by turning numbers and objects into strings.
-    variant = F.col("variant")
+    fields = F.col("fields")
+    types = {name: F.col(f"type_{name}") for name in RAW_EVENT_FIELDS}
+    values = {name: F.col(f"value_{name}") for name in STRING_FIELDS}
+    event_time = F.col("event_time")
+
+    # One step per select: each derived column is computed once and the next step refers to it.
+    parsed = lines.select(
+        "raw_line", "source_file", "line_bytes", "preset_reason",
+        F.try_variant_get(F.try_parse_json(line), "$", RAW_FIELDS_TYPE).alias("fields"),
+    )
+    typed = parsed.select(
+        "*",
+        # The JSON type of each field: STRING, BIGINT, OBJECT<...>, VOID (null); null if absent.
+        *(F.schema_of_variant(fields[name]).alias(f"type_{name}") for name in RAW_EVENT_FIELDS),
+    )
+    with_values = typed.select(
+        "*",
+        # Only a JSON string is a value: a number or an object in a string field is a bad type.
+        *(F.when(types[name] == "STRING", F.variant_get(fields[name], "$", "string")).alias(f"value_{name}")
+          for name in STRING_FIELDS),
+    )
+    with_time = with_values.select("*", F.try_to_timestamp(values["event_time"]).alias("event_time"))
+    with_reason = with_time.select("*", _reason(settings, arrival_date, max_line_bytes).alias("reason"))
+    return with_reason.select(
+        "raw_line",
+        "source_file",
+        "line_bytes",
+        "reason",
+        values["event_id"].alias("event_id"),
+        event_time,
+        values["user_id"].alias("user_id"),
+        # A blank session id is no session id: sessionization falls back to the inactivity gap.
+        F.when(~_blank(values["session_id"]), values["session_id"]).alias("session_id"),
+        values["item_id"].alias("item_id"),
+        values["event_type"].alias("event_type"),
+        # The object's text as the lake always had it (keys in the line's order; the variant
+        # sorts them and spells numbers its own way), read again for the lake's rows only.
+        F.when(F.col("reason").isNull() & types["extra"].startswith("OBJECT"), F.get_json_object(line, "$.extra"))
+        .alias("extra"),
+        # From epoch seconds rather than to_date(), which would use the session time zone.
+        F.date_from_unix_date(F.floor(F.unix_seconds(event_time) / 86400).cast("int")).alias("event_date"),
+        F.lit(arrival_date).alias("arrival_date"),
+    )
+
+
+def _reason(settings: Settings, arrival_date: date, max_line_bytes: int) -> Column:
+    """The first rule a line breaks, null if none, from ``_classify``'s parsed columns."""
+    line = F.col("raw_line")
+    types = {name: F.col(f"type_{name}") for name in RAW_EVENT_FIELDS}
+    values = {name: F.col(f"value_{name}") for name in STRING_FIELDS}
     event_time = F.col("event_time")
 
     day_start = datetime.combine(arrival_date, time.min, tzinfo=timezone.utc)
@@ -612,74 +684,39 @@ def _classify(lines: DataFrame, settings: Settings, arrival_date: date, max_line
     earliest = day_start - timedelta(days=settings.max_event_age_days)
 
     unparseable = (
-        parsed.isNull()
-        | parsed[CORRUPT_RECORD_FIELD].isNotNull()
-        | variant.isNull()
-        | ~F.coalesce(F.schema_of_variant(variant).startswith("OBJECT"), F.lit(False))
+        # Not JSON, not strict JSON, duplicate keys, or not an object.
+        F.col("fields").isNull()
+        # Something after the object: the parser ignores it.
         | ~line.rlike(r"\}\s*$")
         | line.rlike(GLUED_OBJECTS_PATTERN)
     )
-    types = {name: F.col(f"type_{name}") for name in RAW_EVENT_FIELDS}
-    wrong_type: dict[str, Column] = {
-        name: types[name].isNotNull() & (types[name] != "VOID") & (types[name] != "STRING")
-        for name in STRING_FIELDS
-    }
+    present = {name: types[name].isNotNull() & (types[name] != "VOID") for name in RAW_EVENT_FIELDS}
+    wrong_type: dict[str, Column] = {name: present[name] & (types[name] != "STRING") for name in STRING_FIELDS}
     wrong_type["event_time"] = (
-        wrong_type["event_time"] | ~parsed["event_time"].rlike(ISO_TIME_PATTERN) | event_time.isNull()
+        wrong_type["event_time"] | ~values["event_time"].rlike(ISO_TIME_PATTERN) | event_time.isNull()
     )
-    wrong_type["extra"] = (
-        types["extra"].isNotNull() & (types["extra"] != "VOID") & ~types["extra"].startswith("OBJECT")
-    )
+    wrong_type["extra"] = present["extra"] & ~types["extra"].startswith("OBJECT")
 
     reason = (
         F.when(F.col("preset_reason").isNotNull(), F.col("preset_reason"))
         # Spark hands over lines up to the limit + HADOOP_LINE_SLACK bytes; the limit is the rule.
         .when(F.col("line_bytes") > max_line_bytes, F.lit(LINE_TOO_LONG))
-        # Spark keeps the raw bytes, but every parse reads them as UTF-8 with U+FFFD for bad
+        # Spark keeps the raw bytes, but the parser reads them as UTF-8 with U+FFFD for bad
         # bytes: such a line would reach the lake with altered ids.
         .when(~F.is_valid_utf8(line), F.lit(BAD_ENCODING))
         .when(line.rlike(BLANK_PATTERN), F.lit(EMPTY_LINE))
         .when(unparseable, F.lit(UNPARSEABLE))
     )
     for name in REQUIRED_FIELDS:
-        reason = reason.when(_blank(parsed[name]), F.lit(missing_field(name)))
+        # Absent, null or a blank string. A value of another type is not blank: a bad type.
+        missing = ~present[name] | ((types[name] == "STRING") & values[name].rlike(BLANK_PATTERN))
+        reason = reason.when(missing, F.lit(missing_field(name)))
     for name in RAW_EVENT_FIELDS:
         reason = reason.when(wrong_type[name], F.lit(bad_type(name)))
-    reason = (
-        reason.when(~parsed["event_type"].isin(*EVENT_TYPES), F.lit(UNKNOWN_EVENT_TYPE))
+    return (
+        reason.when(~values["event_type"].isin(*EVENT_TYPES), F.lit(UNKNOWN_EVENT_TYPE))
         .when(event_time > F.lit(latest), F.lit(FUTURE_TIMESTAMP))
         .when(event_time < F.lit(earliest), F.lit(TOO_OLD_TIMESTAMP))
-    )
-
-    with_parse = lines.select(
-        "raw_line",
-        "source_file",
-        "line_bytes",
-        "preset_reason",
-        F.from_json(line, RAW_EVENT_SCHEMA, JSON_OPTIONS).alias("parsed"),
-        F.try_parse_json(line).alias("variant"),
-    )
-    with_types = with_parse.select(
-        "*",
-        *(_json_type(variant, name).alias(f"type_{name}") for name in RAW_EVENT_FIELDS),
-        F.try_to_timestamp(parsed["event_time"]).alias("event_time"),
-    )
-    return with_types.select(
-        "raw_line",
-        "source_file",
-        "line_bytes",
-        reason.alias("reason"),
-        parsed["event_id"].alias("event_id"),
-        event_time,
-        parsed["user_id"].alias("user_id"),
-        # A blank session id is no session id: sessionization falls back to the inactivity gap.
-        F.when(~_blank(parsed["session_id"]), parsed["session_id"]).alias("session_id"),
-        parsed["item_id"].alias("item_id"),
-        parsed["event_type"].alias("event_type"),
-        parsed["extra"].alias("extra"),
-        # From epoch seconds rather than to_date(), which would use the session time zone.
-        F.date_from_unix_date(F.floor(F.unix_seconds(event_time) / 86400).cast("int")).alias("event_date"),
-        F.lit(arrival_date).alias("arrival_date"),
     )
 
 
@@ -709,11 +746,14 @@ def _write_events(events: DataFrame, folder: Path, has_rows: bool) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         return
     (
-        # One file per event date, rows in time order: fewer, better-compressed files.
+        # Written from the partitions the dedup left (one file per partition and event date)
+        # rather than shuffled once more into a file per date; rows in time order in each file.
         events.drop("arrival_date")
-        .repartition("event_date")
-        .sortWithinPartitions("event_time", "event_id")
+        .sortWithinPartitions("event_date", "event_time", "event_id")
         .write.mode("errorifexists")
+        # Ids and millisecond times barely repeat: a dictionary for them outgrows its page and
+        # falls back to plain encoding after costing a third of the write's CPU.
+        .options(**{f"parquet.enable.dictionary#{name}": "false" for name in UNIQUE_EVENT_COLUMNS})
         # arrival_date is not a folder here: the published link names it (see _publish).
         .partitionBy("event_date")
         .parquet(str(folder))

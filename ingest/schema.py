@@ -7,7 +7,6 @@ from pyspark.sql.types import DateType, StringType, StructField, StructType, Tim
 from pipeline.settings import EVENT_TYPES
 
 __all__ = [
-    "CORRUPT_RECORD_FIELD",
     "EVENT_TYPES",
     "LAKE_EVENT_COLUMNS",
     "LAKE_EVENT_SCHEMA",
@@ -17,7 +16,6 @@ __all__ = [
     "OPTIONAL_FIELDS",
     "QUARANTINE_SCHEMA",
     "RAW_EVENT_FIELDS",
-    "RAW_EVENT_SCHEMA",
     "REQUIRED_FIELDS",
     "STRING_FIELDS",
     "EMPTY_LINE",
@@ -39,18 +37,6 @@ REQUIRED_FIELDS = ("event_id", "event_time", "user_id", "item_id", "event_type")
 OPTIONAL_FIELDS = ("session_id", "extra")
 # Fields whose JSON value must be a string; ``extra`` must be an object.
 STRING_FIELDS = ("event_id", "event_time", "user_id", "session_id", "item_id", "event_type")
-
-# Spark puts a line it cannot parse into this field instead of failing the job.
-CORRUPT_RECORD_FIELD = "_corrupt_record"
-
-# Every field is read as a string: the JSON parser then hands over an object value of ``extra``
-# as its JSON text, so nested values keep their types (a MapType would coerce them to strings).
-# Type checks happen after parsing, where a wrong type becomes a quarantine reason instead of a
-# silently coerced value.
-RAW_EVENT_SCHEMA = StructType(
-    [StructField(name, StringType(), nullable=True) for name in RAW_EVENT_FIELDS]
-    + [StructField(CORRUPT_RECORD_FIELD, StringType(), nullable=True)]
-)
 
 LAKE_PARTITION_COLUMNS = ("event_date", "arrival_date")
 LAKE_EVENT_COLUMNS = ("event_id", "event_time", "user_id", "session_id", "item_id", "event_type", "extra")
