@@ -62,39 +62,38 @@ MAX_LEN = 50
 # lr 1e-3, max length 50, early stopping on validation NDCG@10. "sasrec-sampled" is the same
 # model trained with sampled softmax. A model of the registry not listed here runs with its
 # config's and TrainConfig's defaults.
+RECIPE: dict[str, Any] = {  # the TrainConfig overrides every sequence model below shares
+    "batch_size": 128, "lr": 1e-3, "weight_decay": 0.01, "epochs": 200, "patience": 10,
+    "eval_every": 1, "length_buckets": 32, "loss": "full",
+}
 MODELS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "popularity": ("popularity", {}, {}),
     "sasrec": (
         "sasrec",
         {"d_model": 64, "n_layers": 2, "n_heads": 1, "dropout": 0.3},
-        {"batch_size": 128, "lr": 1e-3, "weight_decay": 0.01, "epochs": 200, "patience": 10,
-         "eval_every": 1, "length_buckets": 32, "loss": "full"},
+        RECIPE,
     ),
     "sasrec-sampled": (
         "sasrec",
         {"d_model": 64, "n_layers": 2, "n_heads": 1, "dropout": 0.3},
-        {"batch_size": 128, "lr": 1e-3, "weight_decay": 0.01, "epochs": 200, "patience": 10,
-         "eval_every": 1, "length_buckets": 32, "loss": "sampled", "n_negatives": 256},
+        RECIPE | {"loss": "sampled", "n_negatives": 256},
     ),
     # The other sequence models on the same budget and loss as SASRec (full softmax, early stopping
     # on validation NDCG@10), so the table compares architectures rather than training recipes.
     "hstu": (
         "hstu",
         {"d_model": 64, "n_layers": 2, "n_heads": 1, "dropout": 0.3},
-        {"batch_size": 128, "lr": 1e-3, "weight_decay": 0.01, "epochs": 200, "patience": 10,
-         "eval_every": 1, "length_buckets": 32, "loss": "full"},
+        RECIPE,
     ),
     "gru4rec": (
         "gru4rec",
         {"d_model": 64, "n_layers": 1, "dropout": 0.3},
-        {"batch_size": 128, "lr": 1e-3, "weight_decay": 0.01, "epochs": 200, "patience": 10,
-         "eval_every": 1, "length_buckets": 32, "loss": "full"},
+        RECIPE,
     ),
     "bert4rec": (
         "bert4rec",
         {"d_model": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.3, "mask_prob": 0.2},
-        {"batch_size": 128, "lr": 1e-3, "weight_decay": 0.01, "epochs": 200, "patience": 10,
-         "eval_every": 1, "length_buckets": 32, "loss": "full", "mask_last_prob": 0.1},
+        RECIPE | {"mask_last_prob": 0.1},
     ),
 }
 
