@@ -139,9 +139,24 @@ def model_spec(name: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     raise SystemExit(f"unknown model {name!r}; known: {sorted(set(MODELS) | set(REGISTRY))}")
 
 
+def parse_model_config(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["dropout=0.5", "n_heads=2"]`` -> ``{"dropout": 0.5, "n_heads": 2}`` (values read as JSON,
+    else kept as text)."""
+    config: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--model-config takes key=value, got {pair!r}")
+        try:
+            config[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            config[key.strip()] = text
+    return config
+
+
 def run_model(
     name: str, split, *, epochs: int | None, max_minutes: float | None, device: str, seed: int,
-    work_dir: Path, progress: bool | None,
+    work_dir: Path, progress: bool | None, config_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train + evaluate one model; its figures (test metrics of the validation-selected epoch)."""
     from pipeline.settings import Settings
@@ -149,6 +164,7 @@ def run_model(
     from training.train import train_model
 
     model_name, model_config, train_overrides = model_spec(name)
+    model_config = model_config | (config_overrides or {})
     tc = TrainConfig().with_overrides(**train_overrides).with_overrides(
         epochs=epochs, device=device, seed=seed, progress=progress,
         max_train_seconds=max_minutes * 60 if max_minutes else None,
@@ -373,6 +389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--progress", action="store_true", help="progress bar even without a terminal")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's); 1 is "
                         "faster on an oversubscribed machine, where OpenMP threads wait for each other")
+    parser.add_argument("--model-config", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a model config field of every model run (repeatable), e.g. dropout=0.5; "
+                        "the command recorded with the figures shows it")
     parser.add_argument("--recbole-python", type=Path, default=None, metavar="PATH",
                         help="python of a throwaway environment with RecBole: also run RecBole's SASRec on the "
                         "same split and record the ratios (default: skipped)")
@@ -384,6 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from training.loo import load_loo_split
 
+    config_overrides = parse_model_config(args.model_config)
     dataset = dataset_name(args.dataset)
     path = args.file or DATA_DIR / f"{dataset}.txt"
     if not path.exists():
@@ -399,7 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         started = time.monotonic()
         out = run_model(name, split, epochs=args.epochs, max_minutes=args.max_minutes, device=args.device,
-                        seed=args.seed, work_dir=work_dir, progress=False if args.no_progress else (True if args.progress else None))
+                        seed=args.seed, work_dir=work_dir, progress=False if args.no_progress else (True if args.progress else None),
+                        config_overrides=config_overrides)
         print(f"{name}: test NDCG@10 {out['ndcg_at_10']:.4f} HR@10 {out['hr_at_10']:.4f} "
               f"(best epoch {out['best_epoch']}/{out['epochs_run']}, {out['stopped_by'] or 'no training'}, "
               f"{time.monotonic() - started:.0f} s)", flush=True)

@@ -95,3 +95,15 @@ def test_benchmark_harness_writes_records_and_docs(tmp_path, amazon_file):
     text = docs.read_text()
     assert "<!-- BEGIN benchmark: amazon_loo -->" in text and "| Tiny | sasrec |" in text
     assert "python -m benchmarks.amazon_loo" in text
+
+
+def test_benchmark_model_config_overrides_are_typed_and_checked():
+    repo_root = str(Path(__file__).resolve().parents[2])
+    if repo_root not in sys.path:
+        sys.path.insert(0, repo_root)
+    from benchmarks import amazon_loo
+
+    assert amazon_loo.parse_model_config(["dropout=0.5", "n_heads=2", "norm=pre"]) == {
+        "dropout": 0.5, "n_heads": 2, "norm": "pre"}
+    with pytest.raises(SystemExit, match="key=value"):
+        amazon_loo.parse_model_config(["dropout"])
