@@ -107,3 +107,19 @@ def test_benchmark_model_config_overrides_are_typed_and_checked():
         "dropout": 0.5, "n_heads": 2, "norm": "pre"}
     with pytest.raises(SystemExit, match="key=value"):
         amazon_loo.parse_model_config(["dropout"])
+
+
+def test_benchmark_table_says_when_a_neural_model_has_no_clear_margin():
+    repo_root = str(Path(__file__).resolve().parents[2])
+    if repo_root not in sys.path:
+        sys.path.insert(0, repo_root)
+    from benchmarks import amazon_loo
+
+    rows = {"popularity": {"ndcg_at_10": 0.005}, "covisitation": {"ndcg_at_10": 0.050},
+            "sasrec": {"ndcg_at_10": 0.060}, "hstu": {"ndcg_at_10": 0.052}, "gru4rec": {"ndcg_at_10": 0.02}}
+    assert amazon_loo.margin_verdict(rows, "sasrec") == "yes: +20% vs covisitation"
+    assert amazon_loo.margin_verdict(rows, "hstu") == "no: only +4% vs covisitation"
+    assert amazon_loo.margin_verdict(rows, "gru4rec") == "no: -60% vs covisitation"
+    assert amazon_loo.margin_verdict(rows, "covisitation") == ""
+    only_pop = {"popularity": {"ndcg_at_10": 0.005}, "sasrec": {"ndcg_at_10": 0.03}}
+    assert amazon_loo.margin_verdict(only_pop, "sasrec").endswith("(covisitation not measured)")
