@@ -143,8 +143,7 @@ def floor_parts(settings, users: list[str]):
     return reader, model
 
 
-def measure_floor(settings, users: list[str], n: int = 1000) -> dict[str, dict[str, float]]:
-    reader, model = floor_parts(settings, users)
+def measure_floor(reader, model, users: list[str], n: int = 1000) -> dict[str, dict[str, float]]:
     rng = random.Random(1)
     feature_ms, model_ms, histories = [], [], []
     for _ in range(n):
@@ -162,7 +161,7 @@ def measure_floor(settings, users: list[str], n: int = 1000) -> dict[str, dict[s
             for name, v in (("feature_read", feature_ms), ("model_forward", model_ms), ("floor", both))}
 
 
-def measure_paced_floor(settings, users: list[str], rate: float, duration_s: float = 5.0) -> dict[str, float]:
+def measure_paced_floor(reader, model, users: list[str], rate: float, duration_s: float = 5.0) -> dict[str, float]:
     """The floor (feature read + forward, in-process, no HTTP) called on the load's schedule.
 
     The back-to-back floor runs on a busy, warm CPU. A server at 200 req/s on 2 cores sits idle
@@ -170,7 +169,6 @@ def measure_paced_floor(settings, users: list[str], rate: float, duration_s: flo
     of the app's code runs. The same two calls paced at the same rate pay that too; dividing by
     this floor shows what HTTP and the framework add on top of it.
     """
-    reader, model = floor_parts(settings, users)
     rng = random.Random(2)
     n = max(1, int(rate * duration_s))
     start = time.perf_counter() + 0.05
@@ -384,7 +382,8 @@ def run_store(base, users: list[str], store: str, rates: list[float], duration: 
                                        redis_connection_string=f"127.0.0.1:{port}")
         rematerialize(settings)
     try:
-        floor = measure_floor(settings, users)
+        reader, model = floor_parts(settings, users)  # one load, shared by both floors
+        floor = measure_floor(reader, model, users)
         port = free_port()
         server = start_server(settings, port, work / f"uvicorn-{store}.log")
         try:
@@ -399,7 +398,7 @@ def run_store(base, users: list[str], store: str, rates: list[float], duration: 
                 loads.append(load)
         finally:
             stop_server(server)
-        paced = {rate: measure_paced_floor(settings, users, rate) for rate in rates}
+        paced = {rate: measure_paced_floor(reader, model, users, rate) for rate in rates}
     finally:
         if redis_process is not None:
             redis_process.kill()

@@ -649,7 +649,8 @@ def _classify(lines: DataFrame, settings: Settings, arrival_date: date, max_line
           for name in STRING_FIELDS),
     )
     with_time = with_values.select("*", F.try_to_timestamp(values["event_time"]).alias("event_time"))
-    with_reason = with_time.select("*", _reason(settings, arrival_date, max_line_bytes).alias("reason"))
+    reason = _reason(types, values, event_time, settings, arrival_date, max_line_bytes)
+    with_reason = with_time.select("*", reason.alias("reason"))
     return with_reason.select(
         "raw_line",
         "source_file",
@@ -672,12 +673,13 @@ def _classify(lines: DataFrame, settings: Settings, arrival_date: date, max_line
     )
 
 
-def _reason(settings: Settings, arrival_date: date, max_line_bytes: int) -> Column:
-    """The first rule a line breaks, null if none, from ``_classify``'s parsed columns."""
+def _reason(
+    types: dict[str, Column], values: dict[str, Column], event_time: Column,
+    settings: Settings, arrival_date: date, max_line_bytes: int,
+) -> Column:
+    """The first rule a line breaks, null if none, from ``_classify``'s parsed columns: each
+    field's JSON type, its string value and the parsed event time."""
     line = F.col("raw_line")
-    types = {name: F.col(f"type_{name}") for name in RAW_EVENT_FIELDS}
-    values = {name: F.col(f"value_{name}") for name in STRING_FIELDS}
-    event_time = F.col("event_time")
 
     day_start = datetime.combine(arrival_date, time.min, tzinfo=timezone.utc)
     latest = day_start + timedelta(days=1, minutes=settings.max_future_skew_minutes)
