@@ -381,7 +381,9 @@ def baseline_ingest(home: Path, arrival_date: date, threads: int | None = None) 
 
     if files:
         sql = classify_sql(files, arrival_date, settings.max_future_skew_minutes, settings.max_event_age_days)
-        con.execute(f"CREATE TEMP TABLE classified AS {sql}")
+        # The line's text is kept for the quarantine only, as the Spark job does.
+        con.execute("CREATE TEMP TABLE classified AS SELECT * REPLACE "
+                    f"(CASE WHEN reason IS NOT NULL THEN raw_line END AS raw_line) FROM ({sql})")
     else:
         con.execute("CREATE TEMP TABLE classified (raw_line VARCHAR, source_file VARCHAR, reason VARCHAR, "
                     "event_id VARCHAR, event_time TIMESTAMPTZ, user_id VARCHAR, session_id VARCHAR, "
@@ -407,7 +409,8 @@ def baseline_ingest(home: Path, arrival_date: date, threads: int | None = None) 
         SELECT event_id, event_time, user_id, session_id, item_id, event_type, extra, event_date,
                DATE {_sql_literal(day)} AS arrival_date
         FROM (SELECT * FROM classified WHERE reason IS NULL
-              QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY raw_line, source_file) = 1)
+              QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY event_time, user_id,
+                     session_id NULLS FIRST, item_id, event_type, extra NULLS FIRST) = 1)
         WHERE true {anti_join}""")
     con.execute("DROP TABLE classified")
     new_event_rows = _scalar(con, "SELECT count(*) FROM new_events")

@@ -1,6 +1,6 @@
 """Spark job: one arrival day of raw logs into the lake, the quarantine and a reconciliation.
 
-Every input line ends up in exactly one place: the events lake (valid, first copy of its
+Every input line ends up in exactly one place: the events lake (valid, one copy per
 ``event_id``), the quarantine (with a machine-readable reason) or the duplicate count. Lines
 that cannot be read whole (longer than the line limit, the cut-off rest of a truncated gzip
 file) are quarantined too, never skipped. The reconciliation record states the three counts and
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
 from ingest.schema import (
@@ -62,21 +62,22 @@ from pipeline.settings import Settings
 
 RAW_FILE_SUFFIXES = (".jsonl", ".jsonl.gz")
 
-# Every line is parsed once, by Spark's variant parser (try_parse_json): strict JSON, which is
-# what the format promises, so a client that starts sending single quotes, NaN, comments or
-# unquoted keys is noticed in the quarantine instead of being half-understood; duplicate keys
-# are rejected at every depth. The contract's fields are then read in one cast of the parsed
-# line to a struct of variants (cheaper than a lookup per field): a field is null when absent
-# and a variant null when it is JSON null, and only a JSON object casts to the struct (an
-# array, a scalar or null casts to null).
+# Every line is checked by Spark's variant parser (try_parse_json): strict JSON, which is what
+# the format promises, so a client that starts sending single quotes, NaN, comments or unquoted
+# keys is noticed in the quarantine instead of being half-understood; duplicate keys are
+# rejected at every depth. The contract's fields are cast in one go to a struct of variants,
+# whose JSON types decide (a field is null when absent and a variant null when it is JSON null;
+# only a JSON object casts to the struct, an array, a scalar or null casts to null).
 RAW_FIELDS_TYPE = "struct<" + ", ".join(f"`{name}`: variant" for name in RAW_EVENT_FIELDS) + ">"
+# The fields' text is read by Spark's JSON reader (from_json) instead: taking a string out of a
+# variant builds and evaluates a Cast expression per value, which cost more than a second parse
+# of the line. For a line the variant parser accepted, both read the same strings; an object
+# comes back as its text with the keys in the line's order (the variant sorts them and spells
+# numbers its own way).
+RAW_TEXTS_TYPE = "struct<" + ", ".join(f"`{name}`: string" for name in RAW_EVENT_FIELDS) + ">"
 # ISO-8601 with a zone. Spark's timestamp cast alone would also accept "2026" or a time without
 # zone (read in the session zone), which the format does not allow.
 ISO_TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})$"
-# The parser stops after the first JSON value, so two events glued together by a lost newline
-# would silently lose the second one. `}{"key":` cannot occur inside a valid single object
-# (inside a string the quote after `{` would close it), so this only matches glued objects.
-GLUED_OBJECTS_PATTERN = r"\}\s*\{\s*\"[^\"\\]*\"\s*:"
 BLANK_PATTERN = r"^\s*$"
 
 # Hadoop's line reader skips a line once the bytes it consumed for it (line end included) reach
@@ -249,30 +250,42 @@ def _stage_arrival_day(
     max_line_bytes: int,
 ) -> _Staged:
     """Write the day's events and quarantine under ``run_dir`` and reconcile them there."""
-    classified, reason_counts = _read_and_classify(spark, settings, arrival_date, files, run_dir, max_line_bytes)
-    events: DataFrame | None = None
+    classified, reason_counts, valid_dates = _read_and_classify(
+        spark, settings, arrival_date, files, run_dir, max_line_bytes)
     try:
         input_rows = sum(reason_counts.values())
         valid_rows = reason_counts.pop(None, 0)
         quarantine_reasons = dict(sorted(reason_counts.items()))
         _write_quarantine(classified, run_dir / "quarantine")
-        # Cached by the fingerprint count below, so the write reuses it instead of re-running
-        # the window and the lake join.
-        events = _cached(_new_events(spark, classified, settings, arrival_date))
-        per_date = events.groupBy("event_date").agg(
-            F.count(F.lit(1)).alias("rows"),
+        # Counted and fingerprinted per event date on their way into the writer, in the same
+        # pass: the dedup window is neither computed twice nor cached, nor the files read back.
+        new_events = Observation("new_events")
+        if valid_rows:
+            events = _new_events(spark, classified, settings, arrival_date)
+            fingerprint = F.col("_fingerprint")
+            per_date = [
+                metric
+                for day in valid_dates
+                for metric in (
+                    F.count_if(F.col("event_date") == F.lit(day)).alias(f"rows_{day:%Y%m%d}"),
+                    F.sum(F.when(F.col("event_date") == F.lit(day), fingerprint)).alias(f"fingerprint_{day:%Y%m%d}"),
+                )
+            ]
             # Decimal: a sum of 64-bit hashes overflows a long, which ANSI mode turns into an error.
-            F.sum(_row_fingerprint().cast("decimal(38,0)")).alias("fingerprint"),
-        ).collect()
-        event_dates = {
-            row["event_date"].isoformat(): {"rows": row["rows"], "fingerprint": str(row["fingerprint"])}
-            for row in per_date
-        }
-        _write_events(events, run_dir / "events", has_rows=bool(event_dates))
+            observed = events.withColumn("_fingerprint", _row_fingerprint().cast("decimal(38,0)")).observe(
+                new_events, F.count(F.lit(1)).alias("rows"), *per_date,
+            )
+            _write_events(observed.drop("_fingerprint"), run_dir / "events")
+        else:
+            (run_dir / "events").mkdir(parents=True)
     finally:
         classified.unpersist()
-        if events is not None:
-            events.unpersist()
+    metrics = new_events.get if valid_rows else {"rows": 0}
+    event_dates = {
+        day.isoformat(): {"rows": metrics[f"rows_{day:%Y%m%d}"], "fingerprint": str(metrics[f"fingerprint_{day:%Y%m%d}"])}
+        for day in valid_dates
+        if metrics[f"rows_{day:%Y%m%d}"]
+    }
 
     # Counted back from the written files' footers (no data read), so a lost write shows up as
     # a mismatch before anything is published.
@@ -280,11 +293,12 @@ def _stage_arrival_day(
     folders = {path.name for path in (run_dir / "events").glob("event_date=*")}
     stray = sorted(folders - {f"event_date={day}" for day in event_dates})
     quarantined_rows = _parquet_rows(run_dir / "quarantine")
-    new_event_rows = sum(info["rows"] for info in event_dates.values())
+    new_event_rows = metrics["rows"]
     written_rows = sum(written.values())
     duplicate_rows = valid_rows - new_event_rows
     if (
         stray
+        or sum(info["rows"] for info in event_dates.values()) != new_event_rows
         or any(written[day] != info["rows"] for day, info in event_dates.items())
         or quarantined_rows != sum(quarantine_reasons.values())
         or input_rows != written_rows + quarantined_rows + duplicate_rows
@@ -329,8 +343,9 @@ class _Salvage:
 def _read_and_classify(
     spark: SparkSession, settings: Settings, arrival_date: date, files: list[Path], run_dir: Path,
     max_line_bytes: int,
-) -> tuple[DataFrame, Counter]:
-    """Classified lines (cached) and the number of lines per reason (None: valid).
+) -> tuple[DataFrame, Counter, list[date]]:
+    """Classified lines (cached), the number of lines per reason (None: valid) and the event
+    dates of the valid lines.
 
     Spark reads the files first. A file Spark cannot read to its end (a truncated gzip fails the
     read) or whose lines do not add up to its size (Hadoop skipped over-long lines without a
@@ -346,7 +361,7 @@ def _read_and_classify(
         # instead of parsing the day again.
         classified = _cached(_classify(lines, settings, arrival_date, max_line_bytes))
         try:
-            stats = classified.groupBy("source_file", "reason").agg(
+            stats = classified.groupBy("source_file", "reason", "event_date").agg(
                 F.count(F.lit(1)).alias("rows"),
                 F.count("line_bytes").alias("lines"),
                 F.sum("line_bytes").alias("bytes"),
@@ -371,10 +386,13 @@ def _read_and_classify(
 
         read: dict[str, tuple[int, int]] = {}
         reasons: Counter = Counter()
+        valid_dates: set[date] = set()
         for row in stats:
             lines_read, bytes_read = read.get(row["source_file"], (0, 0))
             read[row["source_file"]] = (lines_read + row["lines"], bytes_read + (row["bytes"] or 0))
             reasons[row["reason"]] += row["rows"]
+            if row["reason"] is None:
+                valid_dates.add(row["event_date"])
         incomplete = []
         for path in files:
             lines_read, bytes_read = read.get(_source_name(arrival_date, path.name), (0, 0))
@@ -384,7 +402,7 @@ def _read_and_classify(
             elif path.stat().st_size > 0 and not _fully_read(path, lines_read, bytes_read):
                 incomplete.append(path)
         if not incomplete:
-            return classified, reasons
+            return classified, reasons, sorted(valid_dates)
         classified.unpersist()
         for path in incomplete:
             salvaged[path] = _salvage(path, salvage_dir, max_line_bytes)
@@ -633,9 +651,24 @@ def _classify(lines: DataFrame, settings: Settings, arrival_date: date, max_line
     event_time = F.col("event_time")
 
     # One step per select: each derived column is computed once and the next step refers to it.
-    parsed = lines.select(
+    hashed = lines.select("raw_line", "source_file", "line_bytes", "preset_reason",
+                          F.xxhash64(line).alias("line_hash"))
+    # The parser reads the first JSON value and ignores whatever follows it, which would let
+    # `{...}}`, `{...},{...}` or two events glued by a lost newline through as one event (and
+    # lose the rest). So a line is parsed as the first element of `[<line>,<its 64-bit hash>]`:
+    # it is one JSON value and nothing more exactly when the hash comes back as the array's
+    # second element. Text in the line that closed the array early and faked that ending would
+    # have to hold the hash of the very line it is part of.
+    wrapped = hashed.select(
+        "*", F.try_parse_json(F.concat(F.lit("["), line, F.lit(","), F.col("line_hash"), F.lit("]"))).alias("wrapped"),
+    )
+    parsed = wrapped.select(
         "raw_line", "source_file", "line_bytes", "preset_reason",
-        F.try_variant_get(F.try_parse_json(line), "$", RAW_FIELDS_TYPE).alias("fields"),
+        F.try_variant_get("wrapped", "$[0]", RAW_FIELDS_TYPE).alias("fields"),
+        # As JSON text, not cast to a number: a variant cast builds an expression per value.
+        (F.to_json(F.try_variant_get("wrapped", "$[1]", "variant")) == F.col("line_hash").cast("string"))
+        .alias("whole_line"),
+        F.from_json(line, RAW_TEXTS_TYPE).alias("texts"),
     )
     typed = parsed.select(
         "*",
@@ -645,14 +678,15 @@ def _classify(lines: DataFrame, settings: Settings, arrival_date: date, max_line
     with_values = typed.select(
         "*",
         # Only a JSON string is a value: a number or an object in a string field is a bad type.
-        *(F.when(types[name] == "STRING", F.variant_get(fields[name], "$", "string")).alias(f"value_{name}")
-          for name in STRING_FIELDS),
+        *(F.when(types[name] == "STRING", F.col("texts")[name]).alias(f"value_{name}") for name in STRING_FIELDS),
     )
     with_time = with_values.select("*", F.try_to_timestamp(values["event_time"]).alias("event_time"))
     reason = _reason(types, values, event_time, settings, arrival_date, max_line_bytes)
     with_reason = with_time.select("*", reason.alias("reason"))
     return with_reason.select(
-        "raw_line",
+        # Kept for the quarantine's evidence only: the cache of a day's lines and the dedup's
+        # shuffle would otherwise carry every valid line's text, over half of their bytes.
+        F.when(F.col("reason").isNotNull(), line).alias("raw_line"),
         "source_file",
         "line_bytes",
         "reason",
@@ -663,10 +697,7 @@ def _classify(lines: DataFrame, settings: Settings, arrival_date: date, max_line
         F.when(~_blank(values["session_id"]), values["session_id"]).alias("session_id"),
         values["item_id"].alias("item_id"),
         values["event_type"].alias("event_type"),
-        # The object's text as the lake always had it (keys in the line's order; the variant
-        # sorts them and spells numbers its own way), read again for the lake's rows only.
-        F.when(F.col("reason").isNull() & types["extra"].startswith("OBJECT"), F.get_json_object(line, "$.extra"))
-        .alias("extra"),
+        F.when(F.col("reason").isNull() & types["extra"].startswith("OBJECT"), F.col("texts")["extra"]).alias("extra"),
         # From epoch seconds rather than to_date(), which would use the session time zone.
         F.date_from_unix_date(F.floor(F.unix_seconds(event_time) / 86400).cast("int")).alias("event_date"),
         F.lit(arrival_date).alias("arrival_date"),
@@ -688,9 +719,8 @@ def _reason(
     unparseable = (
         # Not JSON, not strict JSON, duplicate keys, or not an object.
         F.col("fields").isNull()
-        # Something after the object: the parser ignores it.
-        | ~line.rlike(r"\}\s*$")
-        | line.rlike(GLUED_OBJECTS_PATTERN)
+        # Something after the object (see _classify).
+        | ~F.coalesce(F.col("whole_line"), F.lit(False))
     )
     present = {name: types[name].isNotNull() & (types[name] != "VOID") for name in RAW_EVENT_FIELDS}
     wrong_type: dict[str, Column] = {name: present[name] & (types[name] != "STRING") for name in STRING_FIELDS}
@@ -725,8 +755,10 @@ def _reason(
 def _new_events(spark: SparkSession, classified: DataFrame, settings: Settings, arrival_date: date) -> DataFrame:
     """Valid events, one per ``event_id``, minus those the lake has from earlier arrival days."""
     valid = classified.where(F.col("reason").isNull())
-    # Deterministic choice among copies of one event_id: re-runs keep the same row.
-    first_copy = Window.partitionBy("event_id").orderBy("raw_line", "source_file")
+    # Deterministic choice among copies of one event_id, so re-runs keep the same row: the
+    # earliest, ties broken by the other lake columns. Copies equal in all of them are the same
+    # lake row, whichever line they came from, so the raw lines need not travel to the sort.
+    first_copy = Window.partitionBy("event_id").orderBy(*LAKE_EVENT_COLUMNS[1:])
     unique = valid.withColumn("copy", F.row_number().over(first_copy)).where(F.col("copy") == 1)
     events = unique.select(*LAKE_EVENT_COLUMNS, *LAKE_PARTITION_COLUMNS)
     if settings.events_dir.is_dir():
@@ -743,10 +775,7 @@ def _new_events(spark: SparkSession, classified: DataFrame, settings: Settings, 
 # ---- writing (into the run's staging folder) ----
 
 
-def _write_events(events: DataFrame, folder: Path, has_rows: bool) -> None:
-    if not has_rows:
-        folder.mkdir(parents=True, exist_ok=True)
-        return
+def _write_events(events: DataFrame, folder: Path) -> None:
     (
         # Written from the partitions the dedup left (one file per partition and event date)
         # rather than shuffled once more into a file per date; rows in time order in each file.

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
+from ingest import ingest_day
 from ingest.generator import generate_logs
 from ingest.ingest_day import MissingArrivalDay, affected_event_dates, ingest_arrival_day, main
 from ingest.schema import LAKE_EVENT_SCHEMA, QUARANTINE_SCHEMA
@@ -72,6 +73,11 @@ REJECTED = [
     (event("b2") + " trailing", "unparseable"),
     # A lost newline: two events glued together must not silently become one.
     (event("b3") + event("b4"), "unparseable"),
+    # More after the object than whitespace: the parser would stop at the object's end.
+    (event("b8") + "}", "unparseable"),
+    (event("b9") + "," + event("b10"), "unparseable"),
+    (event("b11") + "]," + event("b12"), "unparseable"),
+    (event("b13") + "]", "unparseable"),
     ("{'event_id':'b5'}", "unparseable"),
     ('{"event_id":"b6","event_id":"b7","event_time":"2026-11-05T10:00:00Z","user_id":"u","item_id":"i",'
      '"event_type":"view"}', "unparseable"),
@@ -106,7 +112,8 @@ ACCEPTED = [
     event("a4", event_time="2026-11-06T01:00:00Z", extra=None),  # exactly the latest accepted
     event("a5", event_time="2026-10-06T00:00:00Z"),  # exactly the earliest accepted
     event("a6", item_id="i2"),
-    event("a6", item_id="i9"),  # same id, different content: the smaller line is kept
+    event("a6", item_id="i9"),  # same id, other content: the copy first by time, then by the other columns, is kept
+    " " + event("a13") + " \t ",  # whitespace around the object is not "more after it"
 ]
 
 
@@ -149,7 +156,7 @@ def test_every_line_goes_to_exactly_one_place(spark: SparkSession, settings: Set
         expected_reasons[reason] = expected_reasons.get(reason, 0) + 1
     event_dates = ["2026-10-06", "2026-11-03", "2026-11-04", "2026-11-05", "2026-11-06"]
     quarantined = len(REJECTED) + 1 + len(BAD_ENCODING) + 1 + 1
-    written = 12 + len(complete)  # a1-a12 and the truncated file's complete lines
+    written = 13 + len(complete)  # a1-a13 and the truncated file's complete lines
     assert result == {
         "arrival_date": "2026-11-05",
         "input_rows": (len(REJECTED) + 1 + len(ACCEPTED) + 1 + len(BAD_ENCODING) + 1  # part-a
@@ -180,7 +187,7 @@ def test_every_line_goes_to_exactly_one_place(spark: SparkSession, settings: Set
 
     rows = {row["event_id"]: row for row in
             spark.read.schema(LAKE_EVENT_SCHEMA).parquet(str(settings.events_dir)).collect()}
-    assert sorted(rows) == sorted([f"a{n}" for n in range(1, 13)] + [f"t{n:03d}" for n in range(len(complete))])
+    assert sorted(rows) == sorted([f"a{n}" for n in range(1, 14)] + [f"t{n:03d}" for n in range(len(complete))])
     assert rows["a1"]["event_time"] == as_collected(2026, 11, 5, 10, 0, 0, 123000)
     assert rows["a1"]["session_id"] == "s1"
     assert json.loads(rows["a1"]["extra"]) == {"price": 9.5, "tags": ["x"]}
@@ -303,6 +310,25 @@ def test_empty_folder_and_empty_files_reconcile_to_zero(spark: SparkSession, set
     assert ingest_arrival_day(settings, DAY, spark) == zero
     assert json.loads((settings.reconciliation_dir / "2026-11-05.json").read_text()) == zero
     assert quarantine(spark, settings, DAY) == []
+
+
+@pytest.mark.slow
+def test_a_write_that_lost_events_is_never_published(
+    spark: SparkSession, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    write_day(settings, DAY, {"part-a.jsonl": [event(f"e{n}", item_id=f"i{n}") for n in range(20)]})
+    real_write = ingest_day._write_events
+
+    # What a faulty writer or file system could do: a file of the write goes missing.
+    def damaging_write(events, folder: Path) -> None:
+        real_write(events, folder)
+        sorted(folder.glob("event_date=*/*.parquet"))[0].unlink()
+
+    monkeypatch.setattr(ingest_day, "_write_events", damaging_write)
+    with pytest.raises(ingest_day.ReconciliationError, match="nothing was published"):
+        ingest_arrival_day(settings, DAY, spark)
+    assert not list(settings.events_dir.glob("*/*/*.parquet"))
+    assert not (settings.reconciliation_dir / "2026-11-05.json").exists()
 
 
 @pytest.mark.slow
