@@ -259,32 +259,31 @@ def _stage_arrival_day(
         _write_quarantine(classified, run_dir / "quarantine")
         # Counted and fingerprinted per event date on their way into the writer, in the same
         # pass: the dedup window is neither computed twice nor cached, nor the files read back.
-        new_events = Observation("new_events")
         if valid_rows:
-            events = _new_events(spark, classified, settings, arrival_date)
-            fingerprint = F.col("_fingerprint")
-            per_date = [
-                metric
-                for day in valid_dates
-                for metric in (
-                    F.count_if(F.col("event_date") == F.lit(day)).alias(f"rows_{day:%Y%m%d}"),
-                    F.sum(F.when(F.col("event_date") == F.lit(day), fingerprint)).alias(f"fingerprint_{day:%Y%m%d}"),
-                )
-            ]
+            new_events = Observation("new_events")
             # Decimal: a sum of 64-bit hashes overflows a long, which ANSI mode turns into an error.
-            observed = events.withColumn("_fingerprint", _row_fingerprint().cast("decimal(38,0)")).observe(
-                new_events, F.count(F.lit(1)).alias("rows"), *per_date,
-            )
+            events = _new_events(spark, classified, settings, arrival_date).withColumn(
+                "_fingerprint", _row_fingerprint().cast("decimal(38,0)"))
+            per_date = []
+            for day in valid_dates:
+                on_day = F.col("event_date") == F.lit(day)
+                per_date += [
+                    F.count_if(on_day).alias(_date_metric("rows", day)),
+                    F.sum(F.when(on_day, F.col("_fingerprint"))).alias(_date_metric("fingerprint", day)),
+                ]
+            observed = events.observe(new_events, F.count(F.lit(1)).alias("rows"), *per_date)
             _write_events(observed.drop("_fingerprint"), run_dir / "events")
+            metrics = new_events.get
         else:
             (run_dir / "events").mkdir(parents=True)
+            metrics = {"rows": 0}
     finally:
         classified.unpersist()
-    metrics = new_events.get if valid_rows else {"rows": 0}
     event_dates = {
-        day.isoformat(): {"rows": metrics[f"rows_{day:%Y%m%d}"], "fingerprint": str(metrics[f"fingerprint_{day:%Y%m%d}"])}
+        day.isoformat(): {"rows": metrics[_date_metric("rows", day)],
+                          "fingerprint": str(metrics[_date_metric("fingerprint", day)])}
         for day in valid_dates
-        if metrics[f"rows_{day:%Y%m%d}"]
+        if metrics[_date_metric("rows", day)]
     }
 
     # Counted back from the written files' footers (no data read), so a lost write shows up as
@@ -310,6 +309,11 @@ def _stage_arrival_day(
             f"{duplicate_rows} duplicates; nothing was published"
         )
     return _Staged(input_rows, written_rows, quarantined_rows, duplicate_rows, quarantine_reasons, event_dates)
+
+
+def _date_metric(kind: str, day: date) -> str:
+    """The name of a per-event-date figure of the write's observation."""
+    return f"{kind}_{day:%Y%m%d}"
 
 
 def _row_fingerprint() -> Column:
