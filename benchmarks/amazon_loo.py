@@ -139,6 +139,26 @@ def model_spec(name: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     raise SystemExit(f"unknown model {name!r}; known: {sorted(set(MODELS) | set(REGISTRY))}")
 
 
+def variant_label(name: str, overrides: dict[str, Any] | None) -> str:
+    """The row a run's figures go to: ``name``, or ``name[key=value,...]`` when ``--model-config``
+    changed the model config, so that a variant never replaces the figures of the recipe itself
+    (nor of another variant)."""
+    if not overrides:
+        return name
+    values = {key: value if isinstance(value, str) else json.dumps(value) for key, value in overrides.items()}
+    return f"{name}[{','.join(f'{key}={values[key]}' for key in sorted(values))}]"
+
+
+def base_model(label: str) -> str:
+    """The benchmark model of a row: ``sasrec[d_model=128]`` -> ``sasrec``."""
+    return label.partition("[")[0]
+
+
+def published(dataset: str, label: str) -> tuple[float, float, str] | None:
+    """The README's (HR@10, NDCG@10, source) for a row's model on ``dataset``, variants included."""
+    return PUBLISHED.get((dataset, base_model(label)))
+
+
 def parse_model_config(pairs: Sequence[str]) -> dict[str, Any]:
     """``["dropout=0.5", "n_heads=2"]`` -> ``{"dropout": 0.5, "n_heads": 2}`` (values read as JSON,
     else kept as text)."""
@@ -165,6 +185,7 @@ def run_model(
 
     model_name, model_config, train_overrides = model_spec(name)
     model_config = model_config | (config_overrides or {})
+    label = variant_label(name, config_overrides)
     tc = TrainConfig().with_overrides(**train_overrides).with_overrides(
         epochs=epochs, device=device, seed=seed, progress=progress,
         max_train_seconds=max_minutes * 60 if max_minutes else None,
@@ -172,9 +193,9 @@ def run_model(
     settings = Settings(home=work_dir / "home")
     with common.PeakRssSampler(os.getpid()) as sampler:
         result = train_model(settings, split, model_name, tc, model_config=model_config,
-                             checkpoint_path=work_dir / split.dataset / name / "checkpoint.pt")
+                             checkpoint_path=work_dir / split.dataset / label / "checkpoint.pt")
     return {
-        "model": name,
+        "model": label,
         **{k: result.test_metrics[k] for k in ("ndcg_at_10", "hr_at_10", "ndcg_at_20", "hr_at_20")},
         "val_ndcg_at_10": result.val_metrics.get("ndcg_at_10"),
         "train_seconds": result.train_seconds,
@@ -267,7 +288,8 @@ def recbole_ratios(outcomes: Sequence[dict[str, Any]], recbole: dict[str, Any]) 
     """``(model, metric, value)`` for each project SASRec variant of ``outcomes`` against RecBole's."""
     out = []
     for result in outcomes:
-        if MODELS.get(result["model"], (result["model"],))[0] != "sasrec":
+        name = base_model(result["model"])
+        if MODELS.get(name, (name,))[0] != "sasrec":
             continue
         for metric, figure in RECBOLE_RATIOS:
             ours, theirs = result.get(figure), recbole.get(figure)
@@ -310,7 +332,7 @@ CLEAR_MARGIN = 0.10
 
 def margin_verdict(dataset_rows: dict[str, dict[str, Any]], model: str) -> str:
     """How ``model``'s test NDCG@10 compares with the best non-neural model of the same data set."""
-    if model in NON_NEURAL or dataset_rows.get(model, {}).get("ndcg_at_10") is None:
+    if base_model(model) in NON_NEURAL or dataset_rows.get(model, {}).get("ndcg_at_10") is None:
         return ""
     baselines = {name: row["ndcg_at_10"] for name, row in dataset_rows.items()
                  if name in NON_NEURAL and row.get("ndcg_at_10")}
@@ -344,7 +366,7 @@ def docs_body(records: Sequence[dict[str, Any]]) -> str:
     for (dataset, model), row in sorted(table.items()):
         rec = row["_record"]
         short = dataset.removeprefix("amazon-")
-        pub = PUBLISHED.get((short, model))
+        pub = published(short, model)
         rows.append([
             short, model, _fmt(row.get("hr_at_10")), _fmt(row.get("ndcg_at_10")),
             _fmt(pub[0]) if pub else "", _fmt(pub[1]) if pub else "", _fmt(row.get("val_ndcg_at_10")),
@@ -420,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "faster on an oversubscribed machine, where OpenMP threads wait for each other")
     parser.add_argument("--model-config", action="append", default=[], metavar="KEY=VALUE",
                         help="override a model config field of every model run (repeatable), e.g. dropout=0.5; "
-                        "the command recorded with the figures shows it")
+                        "the figures go to a row of their own, named model[key=value,...], with the command")
     parser.add_argument("--recbole-python", type=Path, default=None, metavar="PATH",
                         help="python of a throwaway environment with RecBole: also run RecBole's SASRec on the "
                         "same split and record the ratios (default: skipped)")
@@ -450,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = run_model(name, split, epochs=args.epochs, max_minutes=args.max_minutes, device=args.device,
                         seed=args.seed, work_dir=work_dir, progress=False if args.no_progress else (True if args.progress else None),
                         config_overrides=config_overrides)
-        print(f"{name}: test NDCG@10 {out['ndcg_at_10']:.4f} HR@10 {out['hr_at_10']:.4f} "
+        print(f"{out['model']}: test NDCG@10 {out['ndcg_at_10']:.4f} HR@10 {out['hr_at_10']:.4f} "
               f"(best epoch {out['best_epoch']}/{out['epochs_run']}, {out['stopped_by'] or 'no training'}, "
               f"{time.monotonic() - started:.0f} s)", flush=True)
         outcomes.append(out)
@@ -468,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     when = common.now_iso()
     records = []
     for out in outcomes:
-        pub = PUBLISHED.get((dataset, out["model"]))
+        pub = published(dataset, out["model"])
         for metric, unit in FIGURES:
             item = common.record(
                 metric, out[metric], unit, dataset=f"amazon-{dataset}", model=out["model"],
@@ -501,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                "seq/s", "peak MiB", "best/run"]
     rows = []
     for out in outcomes:
-        pub = PUBLISHED.get((dataset, out["model"]))
+        pub = published(dataset, out["model"])
         rows.append([out["model"], _fmt(out["hr_at_10"]), _fmt(out["ndcg_at_10"]),
                      _fmt(pub[0]) if pub else "", _fmt(pub[1]) if pub else "",
                      _fmt(out["hr_at_20"]), _fmt(out["ndcg_at_20"]), _fmt(out["train_seconds"], 0),

@@ -92,8 +92,16 @@ def test_benchmark_harness_writes_records_and_docs(tmp_path, amazon_file):
     assert amazon_loo.main(argv2) == 0
     again = json.loads(results.read_text())
     assert len(again) == len(records)
+    # A run with --model-config is a variant: a row of its own, the recipe's row kept.
+    argv3 = [a if a != "sasrec,popularity" else "sasrec" for a in argv] + ["--model-config", "dropout=0.1"]
+    assert amazon_loo.main(argv3) == 0
+    variants = json.loads(results.read_text())
+    assert {r["model"] for r in variants if r["dataset"] == "amazon-Tiny"} == {
+        "sasrec", "popularity", "sasrec[dropout=0.1]"}
+    assert [r for r in variants if r["model"] == "sasrec"] == [r for r in again if r["model"] == "sasrec"]
     text = docs.read_text()
     assert "<!-- BEGIN benchmark: amazon_loo -->" in text and "| Tiny | sasrec |" in text
+    assert "| Tiny | sasrec[dropout=0.1] |" in text
     assert "python -m benchmarks.amazon_loo" in text
 
 
@@ -107,6 +115,10 @@ def test_benchmark_model_config_overrides_are_typed_and_checked():
         "dropout": 0.5, "n_heads": 2, "norm": "pre"}
     with pytest.raises(SystemExit, match="key=value"):
         amazon_loo.parse_model_config(["dropout"])
+    # Keys sorted, so the same overrides in another order name the same row.
+    assert amazon_loo.variant_label("sasrec", {"dropout": 0.5, "d_model": 128}) == "sasrec[d_model=128,dropout=0.5]"
+    assert amazon_loo.variant_label("sasrec", {}) == "sasrec"
+    assert amazon_loo.base_model("sasrec[d_model=128,dropout=0.5]") == "sasrec"
 
 
 def test_benchmark_table_says_when_a_neural_model_has_no_clear_margin():
