@@ -335,7 +335,7 @@ def margin_verdict(dataset_rows: dict[str, dict[str, Any]], model: str) -> str:
     if base_model(model) in NON_NEURAL or dataset_rows.get(model, {}).get("ndcg_at_10") is None:
         return ""
     baselines = {name: row["ndcg_at_10"] for name, row in dataset_rows.items()
-                 if name in NON_NEURAL and row.get("ndcg_at_10")}
+                 if base_model(name) in NON_NEURAL and row.get("ndcg_at_10")}
     if not baselines:
         return "no non-neural baseline measured"
     best = max(baselines, key=baselines.get)
