@@ -53,6 +53,7 @@ NAME = "amazon_loo"
 MODULE = "benchmarks.amazon_loo"
 TITLE = "Amazon leave-one-out (full ranking)"
 DATA_DIR = common.REPO_ROOT.parent / "shared" / "data" / "amazon"
+DEFAULT_RESULTS = common.RESULTS_DIR / f"{NAME}.json"
 DATASETS = {"beauty": "Beauty", "sports": "Sports_and_Outdoors", "sports_and_outdoors": "Sports_and_Outdoors"}
 MAX_LEN = 50
 
@@ -113,6 +114,7 @@ FIGURES = (  # (metric, unit) recorded per model
     ("ndcg_at_10", "ratio"), ("hr_at_10", "ratio"), ("ndcg_at_20", "ratio"), ("hr_at_20", "ratio"),
     ("train_seconds", "s"), ("sequences_per_second", "sequences/s"), ("peak_rss", "MiB"),
     ("best_epoch", "epoch"), ("epochs_run", "epoch"), ("val_ndcg_at_10", "ratio"),
+    ("seconds_to_best_epoch", "s"),
 )
 
 
@@ -121,7 +123,8 @@ FIGURES = (  # (metric, unit) recorded per model
 # and the ratio records of each project SASRec variant against it: (metric, figure divided).
 RECBOLE_MODEL = "recbole-sasrec"
 RECBOLE_SCRIPT = Path(__file__).resolve().with_name("recbole_sasrec.py")
-RECBOLE_FIGURES = tuple((metric, unit) for metric, unit in FIGURES if metric != "sequences_per_second")
+RECBOLE_FIGURES = tuple((metric, unit) for metric, unit in FIGURES
+                        if metric not in ("sequences_per_second", "seconds_to_best_epoch"))
 RECBOLE_RATIOS = (("time_ratio_vs_recbole", "train_seconds"), ("ndcg_at_10_ratio_vs_recbole", "ndcg_at_10"))
 
 
@@ -203,11 +206,20 @@ def run_model(
         "peak_rss": sampler.peak_bytes / common.MIB,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
+        "seconds_to_best_epoch": seconds_to_best_epoch(result.history, result.best_epoch),
         "stopped_by": result.stopped_by,
         "device": result.device,
         "train_config": dataclasses.asdict(tc),
         "model_config": model_config,
     }
+
+
+def seconds_to_best_epoch(history: Sequence[dict[str, Any]], best_epoch: int) -> float | None:
+    """Training wall time (validations included) until the end of the epoch that was kept."""
+    for row in history:
+        if row.get("epoch") == best_epoch:
+            return row.get("seconds")
+    return None
 
 
 def recbole_problem(python: Path) -> str | None:
@@ -422,6 +434,52 @@ def docs_body(records: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def gpu_name(device: str) -> str | None:
+    """The CUDA device's name when ``device`` resolves to one (it goes into the hardware record)."""
+    import torch
+
+    from training.train import resolve_device
+
+    resolved = resolve_device(device)
+    return torch.cuda.get_device_name(resolved) if resolved.type == "cuda" else None
+
+
+def _by_model(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    table: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in records:
+        table.setdefault((r["dataset"], r["model"]), {})[r["metric"]] = r["value"]
+    return table
+
+
+def device_comparison(records: Sequence[dict[str, Any]], main_records: Sequence[dict[str, Any]]) -> str:
+    """These runs side by side with the main table's run of the same (dataset, model): throughput
+    and time ratios (this file's / the main table's) and both test NDCG@10."""
+    here, there = _by_model(records), _by_model(main_records)
+    rows = []
+    for key, row in sorted(here.items()):
+        other = there.get(key)
+        if other is None:
+            continue
+        def ratio(metric: str) -> str:
+            a, b = row.get(metric), other.get(metric)
+            return _fmt(a / b, 2) + "x" if a and b else ""
+        rows.append([key[0].removeprefix("amazon-"), key[1],
+                     _fmt(row.get("sequences_per_second"), 0), _fmt(other.get("sequences_per_second"), 0),
+                     ratio("sequences_per_second"), _fmt(row.get("train_seconds"), 0),
+                     _fmt(other.get("train_seconds"), 0), ratio("train_seconds"),
+                     _fmt(row.get("seconds_to_best_epoch"), 0),
+                     _fmt(row.get("ndcg_at_10")), _fmt(other.get("ndcg_at_10"))])
+    if not rows:
+        return "No run of the same dataset and model in the main table to compare with."
+    headers = ["dataset", "model", "sequences/s", "main table's", "ratio", "train s", "main table's", "ratio",
+               "s to best epoch", "NDCG@10", "main table's NDCG@10"]
+    return ("Against the main table's run of the same dataset and model (`benchmarks/results/amazon_loo.json`, "
+            "2 CPU cores): training sequences/s and train time, this file's over the main table's, and both "
+            "test NDCG@10. `s to best epoch` is the training wall time (validations included) to the end of "
+            "the epoch whose checkpoint was kept.\n\n"
+            + common.markdown_table(headers, rows, "llrrrrrrrrr"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -432,7 +490,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--file", type=Path, help="read this file instead of the shared data set")
-    parser.add_argument("--results", type=Path, default=common.RESULTS_DIR / f"{NAME}.json")
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
+                        help="results file; one other than the default gets a docs section of its own, "
+                             "compared with the default file's runs of the same models")
     parser.add_argument("--docs", type=Path, default=common.DOCS_PATH)
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite the docs section")
     parser.add_argument("--work-dir", type=Path, default=None)
@@ -464,6 +524,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     work_dir = args.work_dir or common.default_work_dir(NAME)
     command = common.command_line(MODULE, argv)
     hardware = common.hardware(packages=("torch",))
+    gpu = gpu_name(args.device)
+    if gpu:
+        hardware["gpu"] = gpu
     print(f"{dataset}: {split.info()}", flush=True)
 
     outcomes = []
@@ -539,7 +602,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nagainst {RECBOLE_MODEL} (ours / RecBole's)")
         print(common.text_table(["model", "metric", "ratio"], [[m, k, _fmt(v, 3)] for m, k, v in ratios]))
     if not args.no_docs:
-        common.replace_section(args.docs, NAME, TITLE, docs_body(merged))
+        section = args.results.stem
+        if section == NAME:
+            common.replace_section(args.docs, NAME, TITLE, docs_body(merged))
+        else:  # a results file of its own (the GPU runs): its own section, beside the main table's runs
+            main_records = json.loads(DEFAULT_RESULTS.read_text()) if DEFAULT_RESULTS.exists() else []
+            common.replace_section(args.docs, section, f"{TITLE}, `{args.results.name}`",
+                                   docs_body(merged) + "\n\n" + device_comparison(merged, main_records))
     return 0
 
 

@@ -15,7 +15,6 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
-import duckdb
 import pytest
 
 from pipeline.settings import Settings
@@ -31,6 +30,9 @@ def item_name(i: int) -> str:
 
 def write_user_sequences(path: Path, rows: list[tuple[str, list[str], list[datetime]]]) -> None:
     """(Re)create ``user_sequences`` with the contract's columns in the DuckDB file at ``path``."""
+    # Imported here so that the GPU tests can run where only torch is installed.
+    import duckdb
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with duckdb.connect(str(path)) as con:
         con.execute("DROP TABLE IF EXISTS user_sequences")
