@@ -108,7 +108,12 @@ def _version(module: str) -> str | None:
 
 
 def git_revision() -> str | None:
-    """The checkout's commit, with ``+dirty`` when tracked files differ from it."""
+    """The checkout's commit, with ``+dirty`` when tracked files differ from it.
+
+    ``RECSYS_CODE_REVISION`` overrides it, for a copy of the tree whose ``.git`` is not the
+    commit it holds (a tree shipped to another machine to run there)."""
+    if os.environ.get("RECSYS_CODE_REVISION"):
+        return os.environ["RECSYS_CODE_REVISION"]
     try:
         head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                               text=True, timeout=30)

@@ -92,7 +92,9 @@ def resolve_device(setting: str = "auto", local_rank: int = 0) -> torch.device:
         setting = "cuda" if torch.cuda.is_available() else "cpu"
     if setting.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {setting!r} requested but CUDA is not available")
-    if setting == "cuda" and distributed.env_world_size() > 1:
+    if setting == "cuda":
+        # Always with an index: torch.cuda.set_device refuses a bare "cuda", and each DDP process
+        # takes the GPU of its local rank (0 in a single process).
         return torch.device("cuda", local_rank)
     return torch.device(setting)
 
