@@ -5,7 +5,7 @@
     python -m benchmarks.amazon_loo --dataset Beauty --models sasrec,popularity
                                     [--epochs N] [--max-minutes M] [--device auto]
                                     [--file PATH] [--results PATH] [--docs PATH] [--no-docs]
-                                    [--recbole-python PATH]
+                                    [--recbole-python PATH] [--merge RESULTS ...]
 
 For each model: the S3Rec-version 5-core file ``../shared/data/amazon/<dataset>.txt`` split
 leave-one-out (:mod:`training.loo`: train on ``items[:-2]``, validate on ``items[-2]``, test on
@@ -15,7 +15,7 @@ checkpoint scored once on the test targets against the whole catalog (items of t
 excluded). Printed as a table, recorded in ``benchmarks/results/amazon_loo.json`` (one record
 per figure: ``ndcg_at_10``, ``hr_at_10``, ``ndcg_at_20``, ``hr_at_20``, ``train_seconds``,
 ``sequences_per_second``, ``peak_rss``, ``best_epoch``, ``epochs_run``, ``val_ndcg_at_10`` (of the
-selected checkpoint); records of other
+selected checkpoint), ``seconds_to_best_epoch``; records of other
 (dataset, model) pairs are kept) and shown in the "Amazon leave-one-out" section of
 ``docs/benchmarks.md``.
 
@@ -33,6 +33,13 @@ subprocess), and each project SASRec variant of the same run gets two ratio reco
 ``recbole-sasrec``: ``time_ratio_vs_recbole`` (its ``train_seconds`` / RecBole's) and
 ``ndcg_at_10_ratio_vs_recbole`` (its test NDCG@10 / RecBole's). When the interpreter is missing,
 cannot import RecBole or the run fails, a message says so and nothing is recorded for RecBole.
+
+GPU runs (``--device cuda``, the GPU's name goes into the hardware record) are kept in a results
+file of their own, ``--results benchmarks/results/amazon_loo_gpu.json``: a file other than the
+default gets a docs section of its own, which sets each run against the main table's run of the
+same dataset and model (throughput and time ratios). Runs made on another machine come back as a
+results file; ``--merge FILE`` folds it into ``--results`` and rewrites that section without
+training anything.
 """
 
 from __future__ import annotations
@@ -361,8 +368,10 @@ def margin_verdict(dataset_rows: dict[str, dict[str, Any]], model: str) -> str:
     return f"no: {change:+.0%} vs {best}{caveat}"
 
 
-def docs_body(records: Sequence[dict[str, Any]]) -> str:
-    """The generated section: one row per (dataset, model) of the whole results file."""
+def docs_body(records: Sequence[dict[str, Any]], baselines_from: Sequence[dict[str, Any]] = ()) -> str:
+    """The generated section: one row per (dataset, model) of the whole results file. The margin
+    column also counts the non-neural models of ``baselines_from`` (the main table's, for the GPU
+    runs' section: those models have nothing to gain from a GPU and are run on CPU only)."""
     table: dict[tuple[str, str], dict[str, Any]] = {}
     for r in records:
         row = table.setdefault((r["dataset"], r["model"]), {})
@@ -374,6 +383,9 @@ def docs_body(records: Sequence[dict[str, Any]]) -> str:
     by_dataset: dict[str, dict[str, dict[str, Any]]] = {}
     for (dataset, model), row in table.items():
         by_dataset.setdefault(dataset, {})[model] = row
+    for (dataset, model), row in _by_model(baselines_from).items():
+        if base_model(model) in NON_NEURAL and dataset in by_dataset:
+            by_dataset[dataset].setdefault(model, row)
     rows, commands, hardware = [], [], []
     for (dataset, model), row in sorted(table.items()):
         rec = row["_record"]
@@ -480,6 +492,19 @@ def device_comparison(records: Sequence[dict[str, Any]], main_records: Sequence[
             + common.markdown_table(headers, rows, "llrrrrrrrrr"))
 
 
+def write_docs(docs: Path, results: Path, merged: Sequence[dict[str, Any]]) -> None:
+    """The docs section of ``results``: the main table, or for another results file (the GPU
+    runs) a section of its own with its runs set against the main table's."""
+    section = results.stem
+    if section == NAME:
+        common.replace_section(docs, NAME, TITLE, docs_body(merged))
+    else:
+        main_records = common.read_results(DEFAULT_RESULTS)
+        common.replace_section(docs, section, f"{TITLE}, `{results.name}`",
+                               docs_body(merged, baselines_from=main_records) + "\n\n"
+                               + device_comparison(merged, main_records))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -495,6 +520,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "compared with the default file's runs of the same models")
     parser.add_argument("--docs", type=Path, default=common.DOCS_PATH)
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite the docs section")
+    parser.add_argument("--merge", type=Path, action="append", default=[], metavar="RESULTS",
+                        help="train nothing: merge this results file (runs made on another machine) into "
+                             "--results and rewrite its docs section; repeatable, later files win")
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--progress", action="store_true", help="progress bar even without a terminal")
@@ -507,6 +535,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="python of a throwaway environment with RecBole: also run RecBole's SASRec on the "
                         "same split and record the ratios (default: skipped)")
     args = parser.parse_args(argv)
+    if args.merge:
+        # Runs made on another machine (the GPU one), whose results file came back: fold them in.
+        merged = merge_records(args.results, [r for path in args.merge for r in common.read_results(path)])
+        print(f"{args.results}: {len(merged)} records after merging {len(args.merge)} file(s)")
+        if not args.no_docs:
+            write_docs(args.docs, args.results, merged)
+        return 0
     if args.threads:
         import torch
 
@@ -602,13 +637,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nagainst {RECBOLE_MODEL} (ours / RecBole's)")
         print(common.text_table(["model", "metric", "ratio"], [[m, k, _fmt(v, 3)] for m, k, v in ratios]))
     if not args.no_docs:
-        section = args.results.stem
-        if section == NAME:
-            common.replace_section(args.docs, NAME, TITLE, docs_body(merged))
-        else:  # a results file of its own (the GPU runs): its own section, beside the main table's runs
-            main_records = json.loads(DEFAULT_RESULTS.read_text()) if DEFAULT_RESULTS.exists() else []
-            common.replace_section(args.docs, section, f"{TITLE}, `{args.results.name}`",
-                                   docs_body(merged) + "\n\n" + device_comparison(merged, main_records))
+        write_docs(args.docs, args.results, merged)
     return 0
 
 

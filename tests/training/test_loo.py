@@ -12,6 +12,12 @@ import pytest
 from training.loo import leave_one_out_split, load_loo_split, read_user_sequences
 
 
+def _benchmarks_importable() -> None:
+    repo_root = str(Path(__file__).resolve().parents[2])
+    if repo_root not in sys.path:  # benchmarks/ is not an installed package
+        sys.path.insert(0, repo_root)
+
+
 def test_split_per_user(tmp_path):
     path = tmp_path / "Toy.txt"
     path.write_text("1 5 6 7 8\n2 10 2 3\n3 4 9\n\n4 1 2 3 4 5 6 7\n")
@@ -57,9 +63,7 @@ def test_real_amazon_files_match_the_readme(shared_data):
 
 
 def test_benchmark_harness_writes_records_and_docs(tmp_path, amazon_file):
-    repo_root = str(Path(__file__).resolve().parents[2])
-    if repo_root not in sys.path:  # benchmarks/ is not an installed package
-        sys.path.insert(0, repo_root)
+    _benchmarks_importable()
     from benchmarks import amazon_loo, common
 
     data = amazon_file(tmp_path / "Tiny.txt")
@@ -106,9 +110,7 @@ def test_benchmark_harness_writes_records_and_docs(tmp_path, amazon_file):
 
 
 def test_benchmark_model_config_overrides_are_typed_and_checked():
-    repo_root = str(Path(__file__).resolve().parents[2])
-    if repo_root not in sys.path:
-        sys.path.insert(0, repo_root)
+    _benchmarks_importable()
     from benchmarks import amazon_loo
 
     assert amazon_loo.parse_model_config(["dropout=0.5", "n_heads=2", "norm=pre"]) == {
@@ -122,9 +124,7 @@ def test_benchmark_model_config_overrides_are_typed_and_checked():
 
 
 def test_benchmark_table_says_when_a_neural_model_has_no_clear_margin():
-    repo_root = str(Path(__file__).resolve().parents[2])
-    if repo_root not in sys.path:
-        sys.path.insert(0, repo_root)
+    _benchmarks_importable()
     from benchmarks import amazon_loo
 
     rows = {"popularity": {"ndcg_at_10": 0.005}, "covisitation": {"ndcg_at_10": 0.050},
@@ -135,3 +135,45 @@ def test_benchmark_table_says_when_a_neural_model_has_no_clear_margin():
     assert amazon_loo.margin_verdict(rows, "covisitation") == ""
     only_pop = {"popularity": {"ndcg_at_10": 0.005}, "sasrec": {"ndcg_at_10": 0.03}}
     assert amazon_loo.margin_verdict(only_pop, "sasrec").endswith("(covisitation not measured)")
+
+
+def test_gpu_runs_merged_from_another_machine_get_their_own_section(tmp_path, monkeypatch):
+    _benchmarks_importable()
+    from benchmarks import amazon_loo, common
+
+    def records(model: str, hardware: dict, **figures) -> list[dict]:
+        return [common.record(metric, value, "x", dataset="amazon-Tiny", model=model, baseline=None,
+                              command="c", hardware=hardware, date="2026-11-24") for metric, value in figures.items()]
+
+    main_file = tmp_path / "amazon_loo.json"
+    main_file.write_text(json.dumps(
+        records("sasrec", {"usable_cores": 2}, ndcg_at_10=0.05, sequences_per_second=100.0, train_seconds=1000.0)
+        + records("covisitation", {"usable_cores": 2}, ndcg_at_10=0.04)))
+    monkeypatch.setattr(amazon_loo, "DEFAULT_RESULTS", main_file)
+    came_back = tmp_path / "device" / "amazon_loo_gpu.json"
+    came_back.parent.mkdir()
+    gpu = {"usable_cores": 16, "gpu": "NVIDIA H200"}
+    came_back.write_text(json.dumps(records("sasrec", gpu, ndcg_at_10=0.052, sequences_per_second=2000.0,
+                                            train_seconds=50.0, seconds_to_best_epoch=30.0)))
+    results, docs = tmp_path / "amazon_loo_gpu.json", tmp_path / "benchmarks.md"
+
+    argv = ["--results", str(results), "--merge", str(came_back), "--docs", str(docs)]
+    assert amazon_loo.main(argv) == 0
+    assert amazon_loo.main(argv) == 0  # merging again replaces, never duplicates
+    assert json.loads(results.read_text()) == json.loads(came_back.read_text())
+    text = docs.read_text()
+    assert "<!-- BEGIN benchmark: amazon_loo_gpu -->" in text and "benchmark: amazon_loo -->" not in text
+    assert "gpu NVIDIA H200" in text
+    # Set against the main table's run: 20x the throughput in 0.05x the time, and the margin
+    # counts the main table's (CPU-only) co-visitation.
+    assert "| Tiny | sasrec | 2000 | 100 | 20.00x | 50 | 1000 | 0.05x | 30 | 0.0520 | 0.0500 |" in text
+    assert "yes: +30% vs covisitation (popularity not measured)" in text
+
+
+def test_seconds_to_best_epoch_reads_the_kept_epoch():
+    _benchmarks_importable()
+    from benchmarks import amazon_loo
+
+    history = [{"epoch": 1, "seconds": 10.0}, {"epoch": 2, "seconds": 21.0}, {"epoch": 3, "seconds": 30.5}]
+    assert amazon_loo.seconds_to_best_epoch(history, 2) == 21.0
+    assert amazon_loo.seconds_to_best_epoch([], 0) is None  # a model with nothing to train
