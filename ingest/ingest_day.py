@@ -361,13 +361,16 @@ def _read_and_classify(
     quarantine rows for the rest, and the day is read again with the copy in its place. The
     usual day has no such file and costs one read.
     """
+    from ingest.line_parser import register
+
     salvaged: dict[Path, _Salvage] = {}
     salvage_dir = run_dir / "raw"
+    parser = register(spark, settings)
     while True:
         lines = _read_lines(spark, files, salvaged, arrival_date, max_line_bytes)
         # Cached by the count per reason below: the quarantine and the dedup read it back
         # instead of parsing the day again.
-        classified = _cached(_classify(lines, settings, arrival_date, max_line_bytes))
+        classified = _cached(_classify(lines, settings, arrival_date, max_line_bytes, parser))
         try:
             stats = classified.groupBy("source_file", "reason", "event_date").agg(
                 F.count(F.lit(1)).alias("rows"),
@@ -650,43 +653,21 @@ def _blank(column: Column) -> Column:
     return column.isNull() | column.rlike(BLANK_PATTERN)
 
 
-def _classify(lines: DataFrame, settings: Settings, arrival_date: date, max_line_bytes: int) -> DataFrame:
-    """Add ``reason`` (null for a valid event) and the parsed lake columns to every line."""
-    line = F.col("raw_line")
-    fields = F.col("fields")
+def _classify(
+    lines: DataFrame, settings: Settings, arrival_date: date, max_line_bytes: int, parser: str = "sql",
+) -> DataFrame:
+    """Add ``reason`` (null for a valid event) and the parsed lake columns to every line.
+
+    ``parser``: "jvm" parses each line once with the registered Java function
+    (``ingest.line_parser``), "sql" with Spark's own expressions; both give the same columns.
+    """
     types = {name: F.col(f"type_{name}") for name in RAW_EVENT_FIELDS}
     values = {name: F.col(f"value_{name}") for name in STRING_FIELDS}
     event_time = F.col("event_time")
+    line = F.col("raw_line")
 
-    # One step per select: each derived column is computed once and the next step refers to it.
-    # from_json has no whole-stage code generation: its step comes first, while a row is still
-    # narrow, so that it is the only row materialized between the read and the rest of the
-    # classification (after the variant parse, that row would carry a variant per field).
-    with_texts = lines.select("raw_line", "source_file", "line_bytes", "preset_reason",
-                              F.from_json(line, RAW_TEXTS_TYPE).alias("texts"))
-    hashed = with_texts.select("*", F.xxhash64(line).alias("line_hash"))
-    # The parser reads the first JSON value and ignores whatever follows it, which would let
-    # `{...}}`, `{...},{...}` or two events glued by a lost newline through as one event (and
-    # lose the rest). So a line is parsed as the first element of `[<line>,<its 64-bit hash>]`:
-    # it is one JSON value and nothing more exactly when the hash comes back as the array's
-    # second element. Text in the line that closed the array early and faked that ending would
-    # have to hold the hash of the very line it is part of.
-    wrapped = hashed.select(
-        "*", F.try_parse_json(F.concat(F.lit("["), line, F.lit(","), F.col("line_hash"), F.lit("]"))).alias("wrapped"),
-    )
-    parsed = wrapped.select(
-        "raw_line", "source_file", "line_bytes", "preset_reason",
-        F.try_variant_get("wrapped", "$[0]", RAW_FIELDS_TYPE).alias("fields"),
-        # As JSON text, not cast to a number: a variant cast builds an expression per value.
-        (F.to_json(F.try_variant_get("wrapped", "$[1]", "variant")) == F.col("line_hash").cast("string"))
-        .alias("whole_line"),
-        "texts",
-    )
-    typed = parsed.select(
-        "*",
-        # The JSON type of each field: STRING, BIGINT, OBJECT<...>, VOID (null); null if absent.
-        *(F.schema_of_variant(fields[name]).alias(f"type_{name}") for name in RAW_EVENT_FIELDS),
-    )
+    typed = _parsed_by_jvm(lines) if parser == "jvm" else _parsed_by_sql(lines)
+
     with_values = typed.select(
         "*",
         # Only a JSON string is a value: a number or an object in a string field is a bad type.
@@ -716,6 +697,58 @@ def _classify(lines: DataFrame, settings: Settings, arrival_date: date, max_line
     )
 
 
+def _parsed_by_sql(lines: DataFrame) -> DataFrame:
+    """``whole_object``, ``type_<field>`` and ``texts`` from Spark's parsers (three passes)."""
+    line = F.col("raw_line")
+    fields = F.col("fields")
+    # One step per select: each derived column is computed once and the next step refers to it.
+    # from_json has no whole-stage code generation: its step comes first, while a row is still
+    # narrow, so that it is the only row materialized between the read and the rest of the
+    # classification (after the variant parse, that row would carry a variant per field).
+    with_texts = lines.select("raw_line", "source_file", "line_bytes", "preset_reason",
+                              F.from_json(line, RAW_TEXTS_TYPE).alias("texts"))
+    hashed = with_texts.select("*", F.xxhash64(line).alias("line_hash"))
+    # The parser reads the first JSON value and ignores whatever follows it, which would let
+    # `{...}}`, `{...},{...}` or two events glued by a lost newline through as one event (and
+    # lose the rest). So a line is parsed as the first element of `[<line>,<its 64-bit hash>]`:
+    # it is one JSON value and nothing more exactly when the hash comes back as the array's
+    # second element. Text in the line that closed the array early and faked that ending would
+    # have to hold the hash of the very line it is part of.
+    wrapped = hashed.select(
+        "*", F.try_parse_json(F.concat(F.lit("["), line, F.lit(","), F.col("line_hash"), F.lit("]"))).alias("wrapped"),
+    )
+    parsed = wrapped.select(
+        "raw_line", "source_file", "line_bytes", "preset_reason",
+        F.try_variant_get("wrapped", "$[0]", RAW_FIELDS_TYPE).alias("fields"),
+        # As JSON text, not cast to a number: a variant cast builds an expression per value.
+        (F.to_json(F.try_variant_get("wrapped", "$[1]", "variant")) == F.col("line_hash").cast("string"))
+        .alias("whole_line"),
+        "texts",
+    )
+    return parsed.select(
+        "raw_line", "source_file", "line_bytes", "preset_reason",
+        # Not JSON, not strict JSON, duplicate keys, not an object, or something after the object.
+        (fields.isNotNull() & F.coalesce(F.col("whole_line"), F.lit(False))).alias("whole_object"),
+        # The JSON type of each field: STRING, BIGINT, OBJECT<...>, VOID (null); null if absent.
+        *(F.schema_of_variant(fields[name]).alias(f"type_{name}") for name in RAW_EVENT_FIELDS),
+        "texts",
+    )
+
+
+def _parsed_by_jvm(lines: DataFrame) -> DataFrame:
+    """The same columns as ``_parsed_by_sql`` from one pass of ``ParseEventLine`` per line."""
+    from ingest.line_parser import FUNCTION_NAME
+
+    parsed = lines.select("raw_line", "source_file", "line_bytes", "preset_reason",
+                          F.call_function(FUNCTION_NAME, F.col("raw_line")).alias("parsed"))
+    return parsed.select(
+        "raw_line", "source_file", "line_bytes", "preset_reason",
+        F.coalesce(F.col("parsed.whole_object"), F.lit(False)).alias("whole_object"),
+        *(F.col(f"parsed.type_{name}").alias(f"type_{name}") for name in RAW_EVENT_FIELDS),
+        F.struct(*(F.col(f"parsed.text_{name}").alias(name) for name in RAW_EVENT_FIELDS)).alias("texts"),
+    )
+
+
 def _reason(
     types: dict[str, Column], values: dict[str, Column], event_time: Column,
     settings: Settings, arrival_date: date, max_line_bytes: int,
@@ -728,12 +761,8 @@ def _reason(
     latest = day_start + timedelta(days=1, minutes=settings.max_future_skew_minutes)
     earliest = day_start - timedelta(days=settings.max_event_age_days)
 
-    unparseable = (
-        # Not JSON, not strict JSON, duplicate keys, or not an object.
-        F.col("fields").isNull()
-        # Something after the object (see _classify).
-        | ~F.coalesce(F.col("whole_line"), F.lit(False))
-    )
+    # Not JSON, not strict JSON, duplicate keys, not an object, or something after the object.
+    unparseable = ~F.col("whole_object")
     present = {name: types[name].isNotNull() & (types[name] != "VOID") for name in RAW_EVENT_FIELDS}
     wrong_type: dict[str, Column] = {name: present[name] & (types[name] != "STRING") for name in STRING_FIELDS}
     wrong_type["event_time"] = (

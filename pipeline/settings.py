@@ -28,6 +28,10 @@ class Settings:
     home: Path = REPO_ROOT / ".recsys"
     spark_master: str = "local[*]"
     spark_driver_memory: str = "2g"
+    # How ingestion parses raw lines: "jvm" (one Jackson pass per line, ingest/jvm, built into a
+    # jar on first use; needs a JDK's javac), "sql" (Spark's own parsers, three passes) or "auto"
+    # (jvm when it can be built, else sql). Both classify every line alike.
+    ingest_parser: str = "auto"
     dbt_target: str = "duckdb"
     # Sessionization: a new session starts after this much inactivity (unless the log has ids).
     session_gap_minutes: int = 30
@@ -147,6 +151,7 @@ class Settings:
             home=Path(_env(env, "RECSYS_HOME", str(d.home))).resolve(),
             spark_master=_env(env, "RECSYS_SPARK_MASTER", d.spark_master),
             spark_driver_memory=_env(env, "RECSYS_SPARK_DRIVER_MEMORY", d.spark_driver_memory),
+            ingest_parser=_env(env, "RECSYS_INGEST_PARSER", d.ingest_parser),
             dbt_target=_env(env, "RECSYS_DBT_TARGET", d.dbt_target),
             session_gap_minutes=int(_env(env, "RECSYS_SESSION_GAP_MINUTES", str(d.session_gap_minutes))),
             max_future_skew_minutes=int(
