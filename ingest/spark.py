@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from ingest.line_parser import parser_jar
@@ -30,10 +31,12 @@ def spark_session(settings: Settings) -> SparkSession:
     java_options = f"-Dderby.system.home={derby_home} -Duser.timezone=UTC -XX:+UseParallelGC"
     builder = SparkSession.builder
     # The ingest line parser's jar (ingest.line_parser), built on first use; on a cluster
-    # spark.jars ships it to the executors.
-    jar = parser_jar(settings)
-    if jar is not None:
-        builder = builder.config("spark.jars", str(jar))
+    # spark.jars ships it to the executors. Only a starting JVM takes jars: a running one is
+    # reused as it is.
+    if SparkContext._active_spark_context is None:
+        jar = parser_jar(settings)
+        if jar is not None:
+            builder = builder.config("spark.jars", str(jar))
     return (
         builder.master(settings.spark_master)
         .appName("recsys-platform")
