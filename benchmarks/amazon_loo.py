@@ -368,15 +368,20 @@ def margin_verdict(dataset_rows: dict[str, dict[str, Any]], model: str) -> str:
     return f"no: {change:+.0%} vs {best}{caveat}"
 
 
+def _by_model(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """``{(dataset, model): {metric: value}}``, later records winning."""
+    table: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in records:
+        table.setdefault((r["dataset"], r["model"]), {})[r["metric"]] = r["value"]
+    return table
+
+
 def docs_body(records: Sequence[dict[str, Any]], baselines_from: Sequence[dict[str, Any]] = ()) -> str:
     """The generated section: one row per (dataset, model) of the whole results file. The margin
     column also counts the non-neural models of ``baselines_from`` (the main table's, for the GPU
     runs' section: those models have nothing to gain from a GPU and are run on CPU only)."""
-    table: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in records:
-        row = table.setdefault((r["dataset"], r["model"]), {})
-        row[r["metric"]] = r["value"]
-        row["_record"] = r
+    table = _by_model(records)
+    last_record = {(r["dataset"], r["model"]): r for r in records}
     headers = ["dataset", "model", "HR@10", "NDCG@10", "published HR@10", "published NDCG@10", "val NDCG@10",
                f"clear margin (>= {CLEAR_MARGIN:.0%} NDCG@10) over the non-neural", "train time (s)", "sequences/s",
                "peak RSS (MiB)", "best / run epochs", "date"]
@@ -388,7 +393,7 @@ def docs_body(records: Sequence[dict[str, Any]], baselines_from: Sequence[dict[s
             by_dataset[dataset].setdefault(model, row)
     rows, commands, hardware = [], [], []
     for (dataset, model), row in sorted(table.items()):
-        rec = row["_record"]
+        rec = last_record[(dataset, model)]
         short = dataset.removeprefix("amazon-")
         pub = published(short, model)
         rows.append([
@@ -408,7 +413,7 @@ def docs_body(records: Sequence[dict[str, Any]], baselines_from: Sequence[dict[s
     for (dataset, model), row in sorted(table.items()):
         if any(name in row for name in ratio_names):
             ratio_rows.append([dataset.removeprefix("amazon-"), model, RECBOLE_MODEL,
-                               *[_fmt(row.get(name), 3) for name in ratio_names], str(row["_record"]["date"])[:10]])
+                               *[_fmt(row.get(name), 3) for name in ratio_names], str(last_record[(dataset, model)]["date"])[:10]])
     lines = [
         "Leave-one-out on the S3Rec 5-core files (train `items[:-2]`, validate on `items[-2]`, test on "
         "`items[-1]`, inputs of at most 50 items), every item of the catalog ranked, items of the "
@@ -456,11 +461,9 @@ def gpu_name(device: str) -> str | None:
     return torch.cuda.get_device_name(resolved) if resolved.type == "cuda" else None
 
 
-def _by_model(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    table: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in records:
-        table.setdefault((r["dataset"], r["model"]), {})[r["metric"]] = r["value"]
-    return table
+def _ratio(row: dict[str, Any], other: dict[str, Any], metric: str) -> str:
+    a, b = row.get(metric), other.get(metric)
+    return _fmt(a / b, 2) + "x" if a and b else ""
 
 
 def device_comparison(records: Sequence[dict[str, Any]], main_records: Sequence[dict[str, Any]]) -> str:
@@ -472,13 +475,10 @@ def device_comparison(records: Sequence[dict[str, Any]], main_records: Sequence[
         other = there.get(key)
         if other is None:
             continue
-        def ratio(metric: str) -> str:
-            a, b = row.get(metric), other.get(metric)
-            return _fmt(a / b, 2) + "x" if a and b else ""
         rows.append([key[0].removeprefix("amazon-"), key[1],
                      _fmt(row.get("sequences_per_second"), 0), _fmt(other.get("sequences_per_second"), 0),
-                     ratio("sequences_per_second"), _fmt(row.get("train_seconds"), 0),
-                     _fmt(other.get("train_seconds"), 0), ratio("train_seconds"),
+                     _ratio(row, other, "sequences_per_second"), _fmt(row.get("train_seconds"), 0),
+                     _fmt(other.get("train_seconds"), 0), _ratio(row, other, "train_seconds"),
                      _fmt(row.get("seconds_to_best_epoch"), 0),
                      _fmt(row.get("ndcg_at_10")), _fmt(other.get("ndcg_at_10"))])
     if not rows:
