@@ -57,6 +57,7 @@ from ingest.schema import (
     bad_type,
     missing_field,
 )
+from ingest.line_parser import FUNCTION_NAME, register
 from ingest.spark import spark_session
 from pipeline.settings import Settings
 
@@ -361,8 +362,6 @@ def _read_and_classify(
     quarantine rows for the rest, and the day is read again with the copy in its place. The
     usual day has no such file and costs one read.
     """
-    from ingest.line_parser import register
-
     salvaged: dict[Path, _Salvage] = {}
     salvage_dir = run_dir / "raw"
     parser = register(spark, settings)
@@ -737,8 +736,6 @@ def _parsed_by_sql(lines: DataFrame) -> DataFrame:
 
 def _parsed_by_jvm(lines: DataFrame) -> DataFrame:
     """The same columns as ``_parsed_by_sql`` from one pass of ``ParseEventLine`` per line."""
-    from ingest.line_parser import FUNCTION_NAME
-
     parsed = lines.select("raw_line", "source_file", "line_bytes", "preset_reason",
                           F.call_function(FUNCTION_NAME, F.col("raw_line")).alias("parsed"))
     return parsed.select(
