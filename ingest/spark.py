@@ -47,6 +47,10 @@ def spark_session(settings: Settings) -> SparkSession:
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
         .config("spark.sql.shuffle.partitions", str(SHUFFLE_PARTITIONS))
+        # The dedup keeps the first row per event_id; for such a filter Spark sorts every row
+        # once more before the shuffle to drop the other copies early (WindowGroupLimit), which
+        # only pays where most rows are copies. Measured at 10M events: 2 to 3 s of 25 s.
+        .config("spark.sql.optimizer.windowGroupLimitThreshold", "-1")
         # The ingestion job caches a day's classified lines and its new events once each, on
         # disk, and reads them back one to three times: compressing the cached columns costs
         # more CPU (3 to 4 s per million lines, measured) than it saves.
