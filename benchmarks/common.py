@@ -108,7 +108,9 @@ def _version(module: str) -> str | None:
 
 
 def git_revision() -> str | None:
-    """The checkout's commit, with ``+dirty`` when tracked files differ from it.
+    """The checkout's commit, with ``+dirty`` when tracked files differ from it, the
+    benchmarks' own outputs (``benchmarks/results/``, ``docs/benchmarks.md``) aside: a second
+    benchmark run before those are committed measures the same code.
 
     ``RECSYS_CODE_REVISION`` overrides it, for a copy of the tree whose ``.git`` is not the
     commit it holds (a tree shipped to another machine to run there)."""
@@ -119,8 +121,9 @@ def git_revision() -> str | None:
                               text=True, timeout=30)
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=30).stdout.strip()
+        outputs = [f":(exclude){path.relative_to(REPO_ROOT)}" for path in (RESULTS_DIR, DOCS_PATH)]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *outputs],
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return None
     return head.stdout.strip() + ("+dirty" if dirty else "")

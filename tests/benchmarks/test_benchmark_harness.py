@@ -51,6 +51,38 @@ def test_update_results_replaces_only_the_measured_datasets(tmp_path: Path) -> N
         common.update_results(path, [{"metric": "x"}])
 
 
+def test_revision_is_dirty_for_code_changes_but_not_for_benchmark_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    results, docs, code = tmp_path / "benchmarks" / "results", tmp_path / "docs" / "benchmarks.md", tmp_path / "job.py"
+    results.mkdir(parents=True)
+    docs.parent.mkdir()
+    for path in (results / "x.json", docs, code):
+        path.write_text("1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    monkeypatch.delenv("RECSYS_CODE_REVISION", raising=False)
+    monkeypatch.setattr(common, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(common, "RESULTS_DIR", results)
+    monkeypatch.setattr(common, "DOCS_PATH", docs)
+    clean = common.git_revision()
+    assert clean and not clean.endswith("+dirty")
+
+    # A benchmark has just rewritten its results and section: the code measured is the commit's.
+    (results / "x.json").write_text("2\n")
+    docs.write_text("2\n")
+    assert common.git_revision() == clean
+    code.write_text("2\n")
+    assert common.git_revision() == clean + "+dirty"
+
+
 def test_event_counts_and_labels() -> None:
     assert bench.parse_count("1M") == bench.parse_count("1_000_000") == 1_000_000
     assert bench.parse_count("20k") == 20_000
