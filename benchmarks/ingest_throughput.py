@@ -455,6 +455,7 @@ def _worker(argv: Sequence[str]) -> int:
     result: dict[str, Any] = {}
     if args.kind == "spark":
         from ingest.ingest_day import ingest_arrival_day
+        from ingest.line_parser import register
         from ingest.spark import spark_session
         from pipeline.settings import Settings
 
@@ -462,6 +463,9 @@ def _worker(argv: Sequence[str]) -> int:
         imported = time.perf_counter()
         spark = spark_session(settings)
         spark.sparkContext.setLogLevel("ERROR")
+        # The parser the ingestion will use ("jvm" or "sql"), as it resolves it; the figures
+        # depend on it.
+        result["parser"] = register(spark, settings)
         session_started = time.perf_counter()
         try:
             result["reconciliation"] = ingest_arrival_day(settings, args.date, spark=spark)
@@ -492,6 +496,7 @@ class Run:
     peak_rss_bytes: int
     reconciliation: dict[str, Any]
     home: Path = field(repr=False)
+    parser: str | None = None  # the Spark job's line parser; None for the baseline
 
 
 def measured_run(kind: str, dataset: Dataset, run_dir: Path, env: dict[str, str],
@@ -514,6 +519,7 @@ def measured_run(kind: str, dataset: Dataset, run_dir: Path, env: dict[str, str]
         model=SPARK if kind == "spark" else BASELINE,
         ingest_s=result["ingest_s"], process_s=measured.wall_s, startup_s=result["startup_s"],
         peak_rss_bytes=measured.peak_rss_bytes, reconciliation=result["reconciliation"], home=home,
+        parser=result.get("parser"),
     )
 
 
@@ -852,6 +858,10 @@ def run_benchmark(args: argparse.Namespace, command: str) -> list[dict[str, Any]
                 shutil.rmtree(conf.parent, ignore_errors=True)
         results.append(SizeResult(dataset, spark_runs, baseline_runs, lake_diff, profile))
 
+    # In the machine's record, so that runs with RECSYS_INGEST_PARSER=sql (or a machine without
+    # a JDK, which falls back to it) are told apart from the default's.
+    parsers = sorted({run.parser for result in results for run in result.spark if run.parser})
+    hardware = {**hardware, "ingest_parser": "/".join(parsers) or None}
     records = build_records(results, command, hardware, when)
     merged = common.update_results(args.results, records)
     common.replace_section(args.docs, NAME, TITLE, render_section(merged))

@@ -115,6 +115,8 @@ def test_benchmark_command_writes_complete_records_and_counts_agree(tmp_path: Pa
         assert item["dataset"] == "generated-20k"
         assert item["command"] == "python -m benchmarks.ingest_throughput " + " ".join(argv)
         assert {"cpu_model", "usable_cores", "ram_gib", "os", "spark_master"} <= set(item["hardware"])
+        # The figures depend on the line parser the job resolved to; the record names it.
+        assert item["hardware"]["ingest_parser"] in ("jvm", "sql")
 
     def value(model: str, metric: str):
         [match] = [r["value"] for r in records if (r["model"], r["metric"]) == (model, metric)]
