@@ -611,11 +611,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             records.append(item)
         # From the figures as recorded, so that a script dividing the recorded figures gets the
         # recorded ratio: a training of a few hundredths of a second loses a percent to rounding.
-        recorded = {(item["model"], item["metric"]): item["value"] for item in records}
-        figures = {figure for _, figure in RECBOLE_RATIOS}
+        recorded = _by_model(records)
         ratios = recbole_ratios(
-            [{"model": out["model"], **{f: recorded[out["model"], f] for f in figures}} for out in outcomes],
-            {f: recorded[RECBOLE_MODEL, f] for f in figures},
+            [{"model": out["model"], **recorded[f"amazon-{dataset}", out["model"]]} for out in outcomes],
+            recorded[f"amazon-{dataset}", RECBOLE_MODEL],
         )
         for model, metric, value in ratios:
             item = common.record(metric, value, "ratio", dataset=f"amazon-{dataset}", model=model,
