@@ -26,6 +26,9 @@ def test_records_are_complete_and_ratios_use_their_floor() -> None:
     assert by_metric["service_p50_vs_paced_floor"] == 2.0 / 1.6
     assert by_metric["service_p99_vs_paced_floor"] == 4.0 / 3.2
     assert by_metric["server_mean_latency"] == 1.1 and by_metric["paced_floor_p99"] == 3.2
+    # pacing alone, against the back-to-back floor: what a server adding nothing would score
+    assert by_metric["paced_floor_p50_vs_floor"] == 1.6 / 1.0
+    assert by_metric["paced_floor_p99_vs_floor"] == 3.2 / 2.0
 
 
 def test_table_rows_match_the_headers() -> None:
@@ -34,3 +37,4 @@ def test_table_rows_match_the_headers() -> None:
     row = dict(zip(serving_load.HEADERS, rows[0]))
     assert row["service vs paced floor p50/p99"] == "1.25x / 1.25x"
     assert row["server mean ms"] == "1.10"
+    assert row["paced floor vs floor p50/p99"] == "1.60x / 1.60x"
