@@ -404,16 +404,17 @@ def run_store(base, users: list[str], store: str, rates: list[float], duration: 
         try:
             base_url = f"http://127.0.0.1:{port}"
             run_load(open_loop(base_url, users, 50, 3, seed=99))  # warm-up, not reported
-            loads = []
+            loads, paced = [], {}
             for i, rate in enumerate(rates):
                 before = server_time(base_url)
                 load = run_load(open_loop(base_url, users, rate, duration, seed=i))
                 after = server_time(base_url)
                 load["server_mean"] = (after[0] - before[0]) / max(after[1] - before[1], 1) * 1000
                 loads.append(load)
+                # right after its load (the server idle): the machine's speed drifts over minutes
+                paced[rate] = measure_paced_floor(reader, model, users, rate)
         finally:
             stop_server(server)
-        paced = {rate: measure_paced_floor(reader, model, users, rate) for rate in rates}
     finally:
         if redis_process is not None:
             redis_process.kill()
@@ -520,7 +521,7 @@ def render_section(runs, dataset: str, command: str, hardware: dict) -> str:
         "`server mean` is the app's own time per request (its `/metrics` latency histogram: from "
         "receiving the request to sending the answer, without loopback and the client). The "
         "`paced floor` is the same in-process feature read + forward called on the load's schedule "
-        "(sleeping between calls) after the server has stopped: on this VM an idle vCPU takes a "
+        "(sleeping between calls) right after that rate's load, the server idle: on this VM an idle vCPU takes a "
         "while to wake and the caches are cold again, which the back-to-back floor never pays and "
         "every request under open-loop load does. Both ratios are shown; the goal is read against "
         "the back-to-back floor. `paced floor vs floor` is what pacing alone costs here: the ratio "
