@@ -521,13 +521,14 @@ def render_section(runs, dataset: str, command: str, hardware: dict) -> str:
         "`server mean` is the app's own time per request (its `/metrics` latency histogram: from "
         "receiving the request to sending the answer, without loopback and the client). The "
         "`paced floor` is the same in-process feature read + forward called on the load's schedule "
-        "(sleeping between calls) right after that rate's load, the server idle: on this VM code that runs after a few "
-        "milliseconds idle runs several times slower than back to back (cold caches and branch "
-        "predictors; a vCPU kept polling instead of halting recovers only a small part), which the "
-        "back-to-back floor never pays and every request under open-loop load does. Both ratios are shown; the goal is read against "
-        "the back-to-back floor. `paced floor vs floor` is what pacing alone costs here: the ratio "
-        "a server adding nothing to the feature read and the forward would score against the "
-        "back-to-back floor. Where it is above 2x, no server can meet the goal on this machine.",
+        "(sleeping between calls) right after that rate's load, the server idle: on this VM code "
+        "that runs after a few milliseconds idle runs several times slower than back to back (cold "
+        "caches and branch predictors; a vCPU kept polling instead of halting recovers only a small "
+        "part), which the back-to-back floor never pays and every request under open-loop load "
+        "does. Both ratios are shown; the goal is read against the back-to-back floor. `paced floor "
+        "vs floor` is what pacing alone costs here: the ratio a server adding nothing to the feature "
+        "read and the forward would score against the back-to-back floor. Where it is above 2x, no "
+        "server making these two calls can meet the goal on this machine.",
         "",
         common.markdown_table(HEADERS, rows_of(runs), align="l" + "r" * (len(HEADERS) - 1)),
     ])
