@@ -9,8 +9,10 @@ command for them.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
+import zlib
 from datetime import date
 from pathlib import Path
 
@@ -39,8 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     raw_dir = args.out if args.out is not None else Settings.from_env().raw_dir
     try:
         summary = import_log(args.format, args.source, raw_dir, limit=args.limit, start_date=args.start_date)
-    except (FileNotFoundError, SourceFormatError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (OSError, EOFError, zlib.error, SourceFormatError, ValueError) as error:
+        # One line, no traceback: the file is not what the format says, it cannot be read or
+        # written, or it is a broken or truncated .gz (whose errors do not name the file).
+        message = " ".join(str(error).splitlines())
+        if isinstance(error, (EOFError, zlib.error, gzip.BadGzipFile)):
+            message = f"{args.source}: {message}"
+        print(f"error: {message}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2))
     days = summary["arrival_days"]

@@ -29,8 +29,8 @@ from typing import Iterator
 from ingest.importers.canonical import (
     DAY_MS,
     EPOCH,
+    EventIds,
     SourceRow,
-    event_id,
     event_line,
     text_or_none,
     unparseable_line,
@@ -88,8 +88,9 @@ def read_rows(source: Path, *, start_date: date = DEFAULT_START_DATE) -> Iterato
             next_item=optional_position(header, "next_item"),
             locale=optional_position(header, "locale"),
         )
+        ids = EventIds(NAME)
         for session_index, record in enumerate(csv_records(lines, line_number + 1)):
-            yield _row(source, record, session_index, start_date, header, columns)
+            yield _row(ids, record, session_index, start_date, header, columns)
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class Columns:
 
 
 def _row(
-    source: Path, record: Record, session_index: int, start_date: date, header: list[str], columns: Columns
+    ids: EventIds, record: Record, session_index: int, start_date: date, header: list[str], columns: Columns
 ) -> SourceRow:
     fields = record.fields
     items, target = None, None
@@ -114,9 +115,7 @@ def _row(
             if target is not None:
                 items = [*items, target]
     if not items:
-        return SourceRow(
-            record.line_number, (unparseable_line(event_id(NAME, source, record.line_number), record.text),)
-        )
+        return SourceRow(record.line_number, (unparseable_line(ids, record.text),))
     session = str(session_index)
     session_extra: dict[str, object] = unmapped_fields(header, fields, columns.mapped())
     if columns.locale is not None and (locale := text_or_none(fields[columns.locale])) is not None:
@@ -129,8 +128,7 @@ def _row(
             extra["next_item"] = True
         lines.append(
             event_line(
-                format_name=NAME,
-                event_id=event_id(NAME, source, record.line_number, position),
+                ids,
                 time_ms=start_ms + position * ITEM_SPACING_MS,
                 user_id=session,
                 session_id=session,

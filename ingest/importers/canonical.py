@@ -20,12 +20,13 @@ format registry) must stay free of it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+from collections import deque
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any
 
 from pipeline.settings import EVENT_TYPES
@@ -36,8 +37,11 @@ UNKNOWN_EVENT_TYPE = "unknown_event_type"
 REQUIRED_FIELDS = ("event_id", "event_time", "user_id", "item_id", "event_type")
 LINE_ENDS = "\r\n"
 # An unparseable row keeps this much of its text: the quarantine stores 10,000 characters of a
-# line, and the event id names the source line for anything longer.
+# line (the event id is a digest of the whole row, so rows differing further on stay apart).
 MAX_KEPT_ROW_CHARS = 8_000
+ID_DIGEST_BYTES = 16
+# How many ids back an identical row counts as a repeat rather than a re-delivery (EventIds).
+REPEAT_WINDOW = 100_000
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 DAY_MS = 86_400_000
@@ -72,12 +76,54 @@ class SourceFormatError(ValueError):
     """The source is not in the format it was imported as (wrong header, nothing convertible)."""
 
 
-def event_id(format_name: str, source: Path, line_number: int, index: int | None = None) -> str:
-    """``<format>:<file name>:<line>[:<index>]``: stable across re-runs, unique within a file,
-    and two source files of one format (a train and a test split) never share an id, which
-    would make ingestion drop the second file's events as duplicates."""
-    base = f"{format_name}:{source.name}:{line_number}"
-    return base if index is None else f"{base}:{index}"
+class EventIds:
+    """Event ids from what a row says, not where it sits, for one source file.
+
+    ``<format>:<32 hex digits>``: a BLAKE2b digest of the format and the row's content (for an
+    event, the JSON of its canonical record without the id; for an unparseable row, its text).
+    Importing the same rows again, from a copy, a renamed file or a ``.gz`` of it, gives the
+    same ids, and ingestion keeps one event per id: an event that reaches the lake twice (two
+    imports of one file, overlapping splits) is stored once, and re-ingesting a day after a
+    re-import leaves every event's id as it was.
+
+    Two rows with identical content are two events when both are in the file (a log records a
+    double click as two lines), so the n-th repeat gets ``:<n>`` appended. Repeats are counted
+    among the last ``window`` ids only, so memory stays bounded by the window, not the file:
+    a row identical to one further back is taken for the same event delivered twice and
+    collapses into it at ingestion. Real repeats sit next to each other (one session, one
+    millisecond), well inside the window.
+    """
+
+    def __init__(self, format_name: str, window: int = REPEAT_WINDOW):
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        self.format_name = format_name
+        self.window = window
+        self._counts: dict[bytes, int] = {}
+        self._recent: deque[bytes] = deque()
+
+    def for_record(self, record_json: str) -> str:
+        return self._next("event", record_json)
+
+    def for_text(self, text: str) -> str:
+        return self._next("row", text)
+
+    def _next(self, kind: str, content: str) -> str:
+        hasher = hashlib.blake2b(digest_size=ID_DIGEST_BYTES)
+        # surrogateescape: undecodable source bytes hash as themselves.
+        hasher.update(f"{self.format_name}\0{kind}\0{content}".encode("utf-8", "surrogateescape"))
+        digest = hasher.digest()
+        repeat = self._counts.get(digest, 0)
+        self._counts[digest] = repeat + 1
+        self._recent.append(digest)
+        if len(self._recent) > self.window:
+            oldest = self._recent.popleft()
+            if self._counts[oldest] == 1:
+                del self._counts[oldest]
+            else:
+                self._counts[oldest] -= 1
+        base = f"{self.format_name}:{digest.hex()}"
+        return base if repeat == 0 else f"{base}:{repeat}"
 
 
 def text_or_none(value: Any) -> str | None:
@@ -168,9 +214,8 @@ def dumps(record: dict[str, Any]) -> str:
 
 
 def event_line(
+    ids: EventIds,
     *,
-    format_name: str,
-    event_id: str,
     time_ms: int | None,
     user_id: str | None,
     item_id: str | None,
@@ -186,7 +231,7 @@ def event_line(
     format has no mapping for ``raw_event_type``.
     """
     extra = dict(extra or {})
-    record: dict[str, Any] = {"event_id": event_id}
+    record: dict[str, Any] = {}
     if time_ms is not None:
         record["event_time"] = iso_time(time_ms)
     elif raw_time is not None:
@@ -200,18 +245,22 @@ def event_line(
     if event_type is not None:
         record["event_type"] = event_type
     elif raw_event_type is not None:
-        record["event_type"] = f"{format_name}:{raw_event_type}"
+        record["event_type"] = f"{ids.format_name}:{raw_event_type}"
     if extra:
         record["extra"] = extra
 
-    reason = next((missing_field(name) for name in REQUIRED_FIELDS if name not in record), None)
+    # The id goes first in the line; the rest is the JSON it was computed from, written once.
+    body = dumps(record)
+    text = f'{{"event_id":{json.dumps(ids.for_record(body))}' + ("}" if body == "{}" else f",{body[1:]}")
+    # The id is always there (it is not in ``record``): the first field that can be missing is next.
+    reason = next((missing_field(name) for name in REQUIRED_FIELDS if name not in record and name != "event_id"), None)
     if reason is None and record["event_type"] not in EVENT_TYPES:
         reason = UNKNOWN_EVENT_TYPE
-    return CanonicalLine(dumps(record), None if time_ms is None else arrival_day(time_ms), reason)
+    return CanonicalLine(text, None if time_ms is None else arrival_day(time_ms), reason)
 
 
-def unparseable_line(event_id: str, raw_row: str) -> CanonicalLine:
+def unparseable_line(ids: EventIds, raw_row: str) -> CanonicalLine:
     """A source row that did not split into fields, for the quarantine: its text (newlines and
-    undecodable bytes escaped, at most ``MAX_KEPT_ROW_CHARS``) after the id naming its line."""
-    kept = raw_row.rstrip(LINE_ENDS)[:MAX_KEPT_ROW_CHARS]
-    return CanonicalLine(f"{event_id}\t{json.dumps(kept)}", None, UNPARSEABLE)
+    undecodable bytes escaped, at most ``MAX_KEPT_ROW_CHARS``) after its id."""
+    text = raw_row.rstrip(LINE_ENDS)
+    return CanonicalLine(f"{ids.for_text(text)}\t{json.dumps(text[:MAX_KEPT_ROW_CHARS])}", None, UNPARSEABLE)

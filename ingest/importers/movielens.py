@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Iterator
 
 from ingest.importers.canonical import (
+    EventIds,
     SourceRow,
-    event_id,
     event_line,
     ms_from_seconds,
     text_or_none,
@@ -58,8 +58,9 @@ def read_rows(source: Path) -> Iterator[SourceRow]:
             header = header_fields(line, ",")
             records = split_lines(lines, ",", line_number + 1)
         positions = column_positions(header, CSV_COLUMNS, source, NAME)
+        ids = EventIds(NAME)
         for record in records:
-            yield _row(source, record, header, positions)
+            yield _row(ids, record, header, positions)
 
 
 def _rating(text: str) -> float | None:
@@ -70,17 +71,15 @@ def _rating(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _row(source: Path, record: Record, header: list[str], positions: dict[str, int]) -> SourceRow:
-    eid = event_id(NAME, source, record.line_number)
+def _row(ids: EventIds, record: Record, header: list[str], positions: dict[str, int]) -> SourceRow:
     fields = record.fields
     rating = None if fields is None or len(fields) != len(header) else _rating(fields[positions["rating"]])
     if rating is None:
         # The rating is part of what a row says; without it the row is not a MovieLens rating.
-        return SourceRow(record.line_number, (unparseable_line(eid, record.text),))
+        return SourceRow(record.line_number, (unparseable_line(ids, record.text),))
     raw_time = fields[positions["timestamp"]]
     line = event_line(
-        format_name=NAME,
-        event_id=eid,
+        ids,
         time_ms=ms_from_seconds(raw_time),
         raw_time=raw_time,
         user_id=text_or_none(fields[positions["userId"]]),

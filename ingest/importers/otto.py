@@ -2,9 +2,10 @@
 ``{"session": int, "events": [{"aid": int, "ts": unix ms, "type": "clicks"|"carts"|"orders"}]}``.
 
 ``clicks``/``carts``/``orders`` become ``click``/``add_to_cart``/``purchase``. OTTO has no user
-ids: the session is both user and session. One source row holds a whole session, so every event
-gets its own id (``...:<line>:<position in events>``) and its own line; a row that is not such an
-object at all becomes one unparseable line.
+ids: the session is both user and session. One source row holds a whole session; every event
+becomes its own line, with its own id (from its content, see ``canonical.EventIds``: the same
+event twice in a session, which OTTO has, stays two events); a row that is not such an object at
+all becomes one unparseable line.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any, Iterator
 
 from ingest.importers.canonical import (
     CanonicalLine,
+    EventIds,
     SourceRow,
-    event_id,
     event_line,
     ms_from_millis,
     text_or_none,
@@ -30,10 +31,11 @@ EVENT_TYPES = {"clicks": "click", "carts": "add_to_cart", "orders": "purchase"}
 
 
 def read_rows(source: Path) -> Iterator[SourceRow]:
+    ids = EventIds(NAME)
     with open_text(source) as handle:
         for line_number, text in enumerate(handle, start=1):
             if text.strip():
-                yield _row(source, line_number, text)
+                yield _row(ids, line_number, text)
 
 
 def _reject_constant(name: str) -> None:
@@ -41,7 +43,7 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"not JSON: {name}")
 
 
-def _row(source: Path, line_number: int, text: str) -> SourceRow:
+def _row(ids: EventIds, line_number: int, text: str) -> SourceRow:
     try:
         session_row = None if undecodable(text) else json.loads(text, parse_constant=_reject_constant)
     except ValueError:
@@ -51,28 +53,23 @@ def _row(source: Path, line_number: int, text: str) -> SourceRow:
         or not isinstance(session_row.get("events"), list)
         or not session_row["events"]
     ):
-        return SourceRow(line_number, (unparseable_line(event_id(NAME, source, line_number), text),))
+        return SourceRow(line_number, (unparseable_line(ids, text),))
     session = text_or_none(session_row.get("session"))
     session_extra = {key: value for key, value in session_row.items() if key not in ("session", "events")}
     lines = tuple(
-        _event(source, line_number, index, session, session_extra, event)
-        for index, event in enumerate(session_row["events"])
+        _event(ids, session, session_extra, event) for event in session_row["events"]
     )
     return SourceRow(line_number, lines)
 
 
-def _event(
-    source: Path, line_number: int, index: int, session: str | None, session_extra: dict[str, Any], event: Any
-) -> CanonicalLine:
-    eid = event_id(NAME, source, line_number, index)
+def _event(ids: EventIds, session: str | None, session_extra: dict[str, Any], event: Any) -> CanonicalLine:
     if not isinstance(event, dict):
-        return unparseable_line(eid, json.dumps(event))
+        return unparseable_line(ids, json.dumps(event))
     raw_type = event.get("type")
     raw_type_text = None if raw_type is None else str(raw_type)
     extra = session_extra | {key: value for key, value in event.items() if key not in ("aid", "ts", "type")}
     return event_line(
-        format_name=NAME,
-        event_id=eid,
+        ids,
         time_ms=ms_from_millis(event.get("ts")),
         raw_time=event.get("ts"),
         user_id=session,

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Iterator
 
 from ingest.importers.canonical import (
+    EventIds,
     SourceRow,
-    event_id,
     event_line,
     ms_from_millis,
     text_or_none,
@@ -44,15 +44,15 @@ def read_rows(source: Path) -> Iterator[SourceRow]:
         line_number, header_line = first
         header = header_fields(header_line, ",")
         positions = column_positions(header, COLUMNS, source, NAME)
+        ids = EventIds(NAME)
         for record in split_lines(lines, ",", line_number + 1):
-            yield _row(source, record, header, positions)
+            yield _row(ids, record, header, positions)
 
 
-def _row(source: Path, record: Record, header: list[str], positions: dict[str, int]) -> SourceRow:
-    eid = event_id(NAME, source, record.line_number)
+def _row(ids: EventIds, record: Record, header: list[str], positions: dict[str, int]) -> SourceRow:
     fields = record.fields
     if fields is None or len(fields) != len(header):
-        return SourceRow(record.line_number, (unparseable_line(eid, record.text),))
+        return SourceRow(record.line_number, (unparseable_line(ids, record.text),))
     raw_time = fields[positions["timestamp"]]
     raw_type = fields[positions["event"]]
     transaction = text_or_none(fields[positions["transactionid"]])
@@ -60,8 +60,7 @@ def _row(source: Path, record: Record, header: list[str], positions: dict[str, i
     if transaction is not None:
         extra["transaction_id"] = transaction
     line = event_line(
-        format_name=NAME,
-        event_id=eid,
+        ids,
         time_ms=ms_from_millis(raw_time),
         raw_time=raw_time,
         user_id=text_or_none(fields[positions["visitorid"]]),

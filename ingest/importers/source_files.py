@@ -18,6 +18,8 @@ from ingest.importers.canonical import SourceFormatError
 # and written as one enormous event.
 MAX_RECORD_CHARS = 100_000
 UNDECODABLE_BYTE = re.compile("[\udc80-\udcff]")
+# How much of an unrecognised first line an error message quotes.
+QUOTED_LINE_CHARS = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,19 +126,46 @@ def header_fields(line: str, delimiter: str) -> list[str]:
     return [field.strip().strip('"') for field in line.lstrip("\ufeff").rstrip("\r\n").split(delimiter)]
 
 
+def column_key(name: str) -> str:
+    """How column names are matched: case and underscores ignored, so the DIGINETICA sample's
+    ``session_id`` and the full release's ``sessionId`` are one column."""
+    return name.lower().replace("_", "")
+
+
 def optional_position(header: list[str], name: str) -> int | None:
-    lowered = [column.lower() for column in header]
-    return lowered.index(name.lower()) if name.lower() in lowered else None
+    keys = [column_key(column) for column in header]
+    return keys.index(column_key(name)) if column_key(name) in keys else None
 
 
-def column_positions(header: list[str], required: tuple[str, ...], source: Path, format_name: str) -> dict[str, int]:
-    """Where each required column is, by name (case-insensitive); a missing one means a wrong format."""
+def supported_variants(format_name: str, variants: dict[str, str]) -> str:
+    """``supported <format> variants: name (shape); ...``, for a one-line error."""
+    return f"supported {format_name} variants: " + "; ".join(f"{name} ({shape})" for name, shape in variants.items())
+
+
+def unknown_variant(source: Path, format_name: str, line: str, variants: dict[str, str]) -> SourceFormatError:
+    """The error for a file whose first line fits none of ``variants``: one line, quoting the
+    start of that line (escaped, so the message stays one line whatever the file holds)."""
+    text = line.rstrip("\r\n")
+    quoted = repr(text if len(text) <= QUOTED_LINE_CHARS else text[:QUOTED_LINE_CHARS] + "...")
+    return SourceFormatError(
+        f"{source}: first line {quoted} matches no {format_name} variant; {supported_variants(format_name, variants)}"
+    )
+
+
+def column_positions(
+    header: list[str],
+    required: tuple[str, ...],
+    source: Path,
+    format_name: str,
+    variants: dict[str, str] | None = None,
+) -> dict[str, int]:
+    """Where each required column is, by name (see :func:`column_key`); a missing one means a
+    wrong format, named with the ``variants`` the format supports when it has several."""
     positions = {name: optional_position(header, name) for name in required}
     missing = [name for name, position in positions.items() if position is None]
     if missing:
-        raise SourceFormatError(
-            f"{source}: not a {format_name} file: header {header} lacks column(s) {missing}"
-        )
+        known = "" if variants is None else f"; {supported_variants(format_name, variants)}"
+        raise SourceFormatError(f"{source}: not a {format_name} file: header {header} lacks column(s) {missing}{known}")
     return {name: position for name, position in positions.items() if position is not None}
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Iterator
 
 from ingest.importers.canonical import (
+    EventIds,
     SourceRow,
-    event_id,
     event_line,
     ms_from_seconds,
     text_or_none,
@@ -30,16 +30,16 @@ FIELDS = 5
 
 
 def read_rows(source: Path) -> Iterator[SourceRow]:
+    ids = EventIds(NAME)
     with open_text(source) as handle:
         for record in split_lines(handle, ","):
-            yield _row(source, record)
+            yield _row(ids, record)
 
 
-def _row(source: Path, record: Record) -> SourceRow:
-    eid = event_id(NAME, source, record.line_number)
+def _row(ids: EventIds, record: Record) -> SourceRow:
     fields = record.fields
     if fields is None or len(fields) != FIELDS:
-        return SourceRow(record.line_number, (unparseable_line(eid, record.text),))
+        return SourceRow(record.line_number, (unparseable_line(ids, record.text),))
     user, item, category, behavior, raw_time = fields
     extra: dict[str, str] = {}
     if category:
@@ -47,8 +47,7 @@ def _row(source: Path, record: Record) -> SourceRow:
     if behavior == "fav":
         extra["behavior"] = behavior
     line = event_line(
-        format_name=NAME,
-        event_id=eid,
+        ids,
         time_ms=ms_from_seconds(raw_time),
         raw_time=raw_time,
         user_id=text_or_none(user),
