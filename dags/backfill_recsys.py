@@ -16,10 +16,14 @@ from pipeline.logging_setup import task_stage_logs
 DOC = """
 ### Backfill of raw logs into the lake
 
-Triggered by hand (no schedule) with **Params** `start` and `end` (YYYY-MM-DD, inclusive):
+Triggered by hand (no schedule) with **Params** `start` and `end` (YYYY-MM-DD, inclusive) and
+`strict` (default off):
 
-1. `plan_arrival_days` — checks the range (`end` not before `start`) and that every arrival day
-   has its raw folder `raw/<date>/`, before anything is written.
+1. `plan_arrival_days` — checks the range (`end` not before `start`) and every arrival day's raw
+   folder `raw/<date>/`, before anything is written. A day without a raw folder (nothing arrived)
+   is skipped: one log line each, and the plan's and the ingestion's XCom list it in
+   `skipped_days`. With `strict` such a range fails this task instead (one line naming the
+   missing days); a range in which no day has a raw folder always fails it.
 2. `ingest_arrival_days` — the Spark ingestion job for each arrival day **in date order**, in one
    task: duplicates across days are only dropped when earlier days are in the lake first, so the
    days must not run in parallel or out of order. The lake ends up as day-by-day nightly runs
@@ -53,6 +57,11 @@ alert record to `$RECSYS_HOME/alerts/<date>.jsonl`.
             type="string", format="date", title="Last arrival date",
             description="Last arrival day to ingest, inclusive (YYYY-MM-DD), not before the first.",
         ),
+        "strict": Param(
+            False, type="boolean", title="Strict",
+            description="Fail before ingesting anything when a day of the range has no raw folder "
+                        "(default: skip such days).",
+        ),
     },
 )
 def backfill_recsys():
@@ -63,11 +72,15 @@ def backfill_recsys():
 
     @task
     def plan_arrival_days() -> dict:
-        from ingest.ingest_day import arrival_days
+        from ingest.ingest_day import plan_arrival_days as plan_days
 
         params = get_current_context()["params"]
-        days = arrival_days(settings(), date.fromisoformat(params["start"]), date.fromisoformat(params["end"]))
-        return {"first": days[0].isoformat(), "last": days[-1].isoformat(), "days": len(days)}
+        strict = bool(params.get("strict", False))
+        plan = plan_days(settings(), date.fromisoformat(params["start"]), date.fromisoformat(params["end"]),
+                         strict=strict)
+        # first/last: the range as asked (a skipped day at either end stays inside it).
+        return {"first": plan.first.isoformat(), "last": plan.last.isoformat(), "days": len(plan.days),
+                "skipped_days": [day.isoformat() for day in plan.skipped], "strict": strict}
 
     # A retry re-runs the whole range: each day's ingestion replaces its own previous run.
     @task(retries=1, outlets=[LAKE_EVENTS])
@@ -76,7 +89,8 @@ def backfill_recsys():
 
         with task_stage_logs("ingest_arrival_days", plan["last"]):
             summary = stages.ingest_events_range(
-                settings(), date.fromisoformat(plan["first"]), date.fromisoformat(plan["last"])
+                settings(), date.fromisoformat(plan["first"]), date.fromisoformat(plan["last"]),
+                strict=bool(plan.get("strict", False)),
             )
         record_asset_event(LAKE_EVENTS, summary)
         return summary

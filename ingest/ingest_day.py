@@ -19,10 +19,12 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import logging
 import os
 import re
 import shutil
 import struct
+import sys
 import uuid
 import zlib
 from collections import Counter
@@ -59,7 +61,10 @@ from ingest.schema import (
 )
 from ingest.line_parser import FUNCTION_NAME, register
 from ingest.spark import spark_session
+from pipeline.errors import UserError
 from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
 
 RAW_FILE_SUFFIXES = (".jsonl", ".jsonl.gz")
 
@@ -117,12 +122,24 @@ UTF8_BOM = b"\xef\xbb\xbf"
 GZIP_MIN_BYTES = 18  # header (10) + trailer (8)
 
 
-class MissingArrivalDay(FileNotFoundError):
-    """The raw folder of an arrival day does not exist (the upstream export did not land)."""
+class MissingArrivalDay(UserError, FileNotFoundError):
+    """The raw folder of an arrival day does not exist (the upstream export did not land).
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(errno.ENOENT, "raw folder of the arrival day not found", str(path))
+    Raised for one day (``ingest_arrival_day``) or for a range (:func:`plan_arrival_days`: a
+    range in which no day has a raw folder, or a gap under ``strict``). ``path`` is the first
+    missing folder, ``missing`` every missing arrival day. ``str()`` is one line (a user error:
+    the command line prints it without a traceback).
+    """
+
+    def __init__(self, path: Path, message: str | None = None, missing: list[date] | None = None) -> None:
+        FileNotFoundError.__init__(self, errno.ENOENT, "raw folder of the arrival day not found", str(path))
         self.path = path
+        self.missing = list(missing or [])
+        self.message = message or f"raw folder of the arrival day not found: {path}"
+        self.fix = None
+
+    def __str__(self) -> str:
+        return UserError.__str__(self)
 
 
 class ReconciliationError(RuntimeError):
@@ -138,21 +155,76 @@ def raw_files(folder: Path) -> list[Path]:
     )
 
 
-def arrival_days(settings: Settings, first: date, last: date) -> list[date]:
-    """The arrival days ``first..last`` (inclusive), in order, after checking every raw folder.
+@dataclass(frozen=True)
+class ArrivalPlan:
+    """The arrival days of a range to ingest, in order, and those skipped for having no raw folder."""
 
-    A backfill stops before ingesting anything when a day of the range has no raw folder:
-    skipping it would leave a hole, and ingesting the days after it first would keep cross-day
-    duplicates that a later run of the missing day could no longer drop.
+    first: date
+    last: date
+    days: list[date]
+    skipped: list[date]
+
+
+def plan_arrival_days(settings: Settings, first: date, last: date, *, strict: bool = False) -> ArrivalPlan:
+    """The arrival days ``first..last`` (inclusive) that have a raw folder, in order, and the skipped ones.
+
+    Every raw folder is checked before anything is ingested. A day with **no raw folder** is
+    skipped (one warning each, and listed in ``skipped``): nothing arrived that day, so there is
+    nothing to ingest and the lake gets no hole; the other days are still ingested in date order
+    and their cross-day duplicates dropped against every earlier day in the lake. The one risk is
+    an export that lands late: ingesting the days after it first keeps cross-day duplicates that
+    a later run of the missing day cannot drop (a run only compares with earlier arrival days).
+    When a skipped day's folder turns up, ingest it and then re-run the days after it (a re-run
+    replaces exactly that day's previous run); ``strict`` stops at any gap instead. A day whose
+    folder exists but is empty arrived empty: it is ingested (zero rows), never skipped.
+
+    ``strict``: refuse a range with any missing day instead, before ingesting anything (raises
+    :class:`MissingArrivalDay` naming every missing day). A range in which no day has a raw
+    folder is always refused: there is nothing to ingest, which is more likely a wrong range or
+    ``RECSYS_HOME`` than a quiet week.
     """
     if last < first:
         raise ValueError(f"the range ends ({last}) before it starts ({first})")
     days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
-    for day in days:
-        folder = settings.raw_dir / day.isoformat()
-        if not folder.is_dir():
-            raise MissingArrivalDay(folder)
-    return days
+    present = [day for day in days if (settings.raw_dir / day.isoformat()).is_dir()]
+    skipped = [day for day in days if day not in set(present)]
+    span = f"{first}..{last}"
+    if not present and first == last:
+        raise MissingArrivalDay(settings.raw_dir / first.isoformat(), missing=skipped)
+    if not present:
+        raise MissingArrivalDay(
+            settings.raw_dir / first.isoformat(),
+            f"no arrival day of {span} has a raw folder under {settings.raw_dir} "
+            f"(expected {settings.raw_dir}/<YYYY-MM-DD>/); check the dates and RECSYS_HOME",
+            missing=skipped,
+        )
+    if skipped and strict:
+        raise MissingArrivalDay(
+            settings.raw_dir / skipped[0].isoformat(),
+            f"{len(skipped)} of {len(days)} arrival days of {span} have no raw folder under "
+            f"{settings.raw_dir}: {', '.join(d.isoformat() for d in skipped)}; strict mode ingests "
+            f"nothing (without it these days are skipped)",
+            missing=skipped,
+        )
+    for day in skipped:
+        log.warning("arrival day %s skipped: no raw folder %s", day, settings.raw_dir / day.isoformat())
+    return ArrivalPlan(first=first, last=last, days=present, skipped=skipped)
+
+
+def arrival_days(settings: Settings, first: date, last: date, *, strict: bool = False) -> list[date]:
+    """The days of :func:`plan_arrival_days` to ingest (those with a raw folder), in order."""
+    return plan_arrival_days(settings, first, last, strict=strict).days
+
+
+def skipped_days_line(plan: ArrivalPlan, ingested: int | None = None) -> str:
+    """``ingested N days, skipped M days without raw folder: 2026-11-02, ...`` (the backfill's summary)."""
+    n = len(plan.days) if ingested is None else ingested
+    line = f"ingested {n} day{'s' * (n != 1)} ({plan.first}..{plan.last})"
+    if plan.skipped:
+        m = len(plan.skipped)
+        line += (f", skipped {m} day{'s' * (m != 1)} without raw folder: "
+                 + ", ".join(d.isoformat() for d in plan.skipped))
+    return line
 
 
 def affected_event_dates(settings: Settings, arrival_date: date) -> list[date]:
@@ -979,6 +1051,13 @@ def _write_json(path: Path, record: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Ingest ``--date`` (through ``--to``); user errors are one ``error:`` line and exit status 2.
+
+    A day of the range without a raw folder is skipped (one warning each, and the summary line
+    on stderr names them); ``--strict`` refuses such a range before ingesting anything.
+    """
+    from pipeline.cli_errors import add_debug_flag, user_errors
+
     parser = argparse.ArgumentParser(description="Ingest arrival days of raw logs into the lake.")
     parser.add_argument("--date", type=date.fromisoformat, required=True, help="first arrival day")
     parser.add_argument("--to", type=date.fromisoformat, default=None, help="last arrival day (inclusive)")
@@ -986,24 +1065,33 @@ def main(argv: list[str] | None = None) -> int:
         "--max-line-bytes", type=int, default=MAX_LINE_BYTES,
         help=f"longer raw lines are quarantined as {LINE_TOO_LONG} (default {MAX_LINE_BYTES})",
     )
+    parser.add_argument(
+        "--strict", action="store_true",
+        help="refuse a range in which a day has no raw folder (default: skip such days)",
+    )
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     last = args.to or args.date
     if last < args.date:
         parser.error("--to must not be before --date")
     if not 1 <= args.max_line_bytes <= MAX_LINE_LIMIT:
         parser.error(f"--max-line-bytes must be in 1..{MAX_LINE_LIMIT}")
-    settings = Settings.from_env()
-    days = arrival_days(settings, args.date, last)
-    # A session that already runs in this process (a caller embedding main) is left running.
-    started_here = SparkSession.getActiveSession() is None
-    spark = spark_session(settings)
-    try:
-        for day in days:
-            record = ingest_arrival_day(settings, day, spark=spark, max_line_bytes=args.max_line_bytes)
-            print(json.dumps(record, sort_keys=True), flush=True)
-    finally:
-        if started_here:
-            spark.stop()
+    with user_errors(debug=args.debug):
+        settings = Settings.from_env()
+        plan = plan_arrival_days(settings, args.date, last, strict=args.strict)
+        # A session that already runs in this process (a caller embedding main) is left running.
+        started_here = SparkSession.getActiveSession() is None
+        spark = spark_session(settings)
+        try:
+            for day in plan.days:
+                record = ingest_arrival_day(settings, day, spark=spark, max_line_bytes=args.max_line_bytes)
+                print(json.dumps(record, sort_keys=True), flush=True)
+        finally:
+            if started_here:
+                spark.stop()
+        if args.to is not None:
+            # stderr: stdout keeps one JSON record per line.
+            print(skipped_days_line(plan), file=sys.stderr, flush=True)
     return 0
 
 

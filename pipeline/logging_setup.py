@@ -142,13 +142,24 @@ def context_fields(context: Any) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def task_stage_logs(stage: str, run_date: str | None) -> Iterator[logging.LoggerAdapter]:
-    """Inside an Airflow task: :func:`stage_logging` with the task's dag_id, run_id and try."""
+    """Inside an Airflow task: :func:`stage_logging` with the task's dag_id, run_id and try.
+
+    A :class:`~pipeline.errors.UserError` (no data for the date, too little to split) fails the
+    task at once, without the retries meant for transient I/O errors: retrying cannot fix it.
+    """
     from airflow.sdk import get_current_context
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipeline.errors import UserError
 
     context = get_current_context()
     with stage_logging(stage, run_date=run_date, **context_fields(context)) as log:
         log.info("stage started")
-        yield log
+        try:
+            yield log
+        except UserError as exc:
+            log.error("stage failed: %s", exc)
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
         log.info("stage finished")
 
 

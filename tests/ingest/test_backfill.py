@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -80,12 +81,12 @@ def test_cli_backfill_equals_day_by_day(
     assert [r["arrival_date"] for r in printed] == [d.isoformat() for d in arrival_days(settings, FIRST, LAST)]
 
 
-def test_a_range_with_a_missing_day_stops_before_ingesting(tmp_path: Path) -> None:
+def test_a_strict_range_with_a_missing_day_stops_before_ingesting(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     for day in (FIRST, LAST):
         (settings.raw_dir / day.isoformat()).mkdir(parents=True)
-    with pytest.raises(MissingArrivalDay, match=str(settings.raw_dir / (FIRST + timedelta(days=1)).isoformat())):
-        arrival_days(settings, FIRST, LAST)
+    with pytest.raises(MissingArrivalDay, match=re.escape(f"under {settings.raw_dir}: {FIRST + timedelta(days=1)};")):
+        arrival_days(settings, FIRST, LAST, strict=True)
     with pytest.raises(ValueError, match="ends"):
         arrival_days(settings, LAST, FIRST)
     assert not settings.lake_dir.exists()
