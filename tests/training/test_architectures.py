@@ -40,11 +40,11 @@ def _model(name: str, seed: int = 0, **overrides):
 
 
 def test_registry_names_and_objectives():
-    assert set(MODELS) == {"sasrec", "bert4rec", "gru4rec", "hstu", "popularity", "covisitation", "sknn"}
+    assert set(MODELS) == {"sasrec", "bert4rec", "gru4rec", "hstu", "popularity", "covisitation", "sknn", "repeat"}
     objectives = {name: cls.objective for name, (_, cls) in MODELS.items()}
     assert objectives == {
         "sasrec": "next_item", "gru4rec": "next_item", "hstu": "next_item", "bert4rec": "masked",
-        "popularity": "none", "covisitation": "none", "sknn": "none",
+        "popularity": "none", "covisitation": "none", "sknn": "none", "repeat": "none",
     }
     for name in MODELS:
         config = make_config(name, n_items=7)
@@ -315,7 +315,7 @@ def test_sknn_recommends_what_similar_sequences_contain():
     assert oldest_two[10] > oldest_two[4]  # now the three sequences with 9 are
 
 
-@pytest.mark.parametrize("name", ["popularity", "covisitation", "sknn"])
+@pytest.mark.parametrize("name", ["popularity", "covisitation", "sknn", "repeat"])
 def test_non_neural_models_round_trip_through_state_dict(name):
     _, model_cls = MODELS[name]
     config = make_config(name, n_items=12, max_len=MAX_LEN)
@@ -328,3 +328,15 @@ def test_non_neural_models_round_trip_through_state_dict(name):
     a, b = fitted.score_last(x), restored.score_last(x)  # [4, N + 1] x2
     assert torch.equal(a, b)
     assert a.shape == (4, 13) and torch.isneginf(a[:, 0]).all() and torch.isfinite(a[:, 1:]).all()
+
+
+def test_repeat_ranks_the_inputs_own_items_most_frequent_then_most_recent_first():
+    _, model_cls = MODELS["repeat"]
+    model = model_cls.fit(make_config("repeat", n_items=12, max_len=MAX_LEN), TOY)
+    scores = model.score_last(left_pad([[5, 7, 5, 3, 7, 5, 11]]))[0]  # [N + 1]
+    ranking = scores.argsort(descending=True).tolist()
+    # 5 three times, 7 twice, then 11 (newer) before 3; then the training-popular items
+    assert ranking[:4] == [5, 7, 11, 3]
+    unseen = [i for i in ranking[4:] if i != 0]
+    popularity = MODELS["popularity"][1].fit(make_config("popularity", n_items=12), TOY).score_last(left_pad([[1]]))[0]
+    assert unseen == [i for i in popularity.argsort(descending=True).tolist() if i not in (0, 5, 7, 11, 3)]

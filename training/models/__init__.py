@@ -6,11 +6,14 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+from pipeline.errors import UserError
+
 from training.models.baselines import PopularityConfig, PopularityModel
 from training.models.bert4rec import BERT4Rec, BERT4RecConfig
 from training.models.covisitation import CoVisitation, CoVisitationConfig
 from training.models.gru4rec import GRU4Rec, GRU4RecConfig
 from training.models.hstu import HSTU, HSTUConfig
+from training.models.repeat import RepeatConfig, RepeatModel
 from training.models.sasrec import SASRec, SASRecConfig
 from training.models.sknn import SKNN, SKNNConfig
 
@@ -27,14 +30,19 @@ MODELS: dict[str, tuple[type, type]] = {
     "popularity": (PopularityConfig, PopularityModel),
     "covisitation": (CoVisitationConfig, CoVisitation),
     "sknn": (SKNNConfig, SKNN),
+    "repeat": (RepeatConfig, RepeatModel),
 }
+
+
+class UnknownModel(UserError, ValueError):
+    """A model name the registry does not have."""
 
 
 def model_classes(model_name: str) -> tuple[type, type]:
     try:
         return MODELS[model_name]
     except KeyError:
-        raise ValueError(f"unknown model {model_name!r}; known: {sorted(MODELS)}") from None
+        raise UnknownModel(f"unknown model {model_name!r}; known: {', '.join(sorted(MODELS))}") from None
 
 
 def make_config(model_name: str, **values: Any):
