@@ -15,7 +15,7 @@ from pipeline.logging_setup import airflow_task_states, task_stage_logs
 
 # The registry in training.models (kept literal: importing it would load torch at every parse;
 # tests/dags checks the two agree).
-MODELS = ["sasrec", "bert4rec", "gru4rec", "hstu", "popularity", "covisitation", "sknn"]
+MODELS = ["sasrec", "bert4rec", "gru4rec", "hstu", "popularity", "covisitation", "sknn", "repeat"]
 
 DOC = """
 ### Nightly recommender pipeline
@@ -28,7 +28,9 @@ Processes one **arrival day** of raw interaction logs (by default yesterday's, o
 3. `check_quality` — Great Expectations suites; a failed critical expectation **fails the task**
    and nothing downstream runs (Data Docs under `$RECSYS_HOME/gx`).
 4. `materialize_features` — Feast export + apply + materialize the run's interval to the online store.
-5. `train_candidate` — PyTorch model + popularity baseline, logged and registered in MLflow.
+5. `train_candidate` — PyTorch model + popularity baseline, logged and registered in MLflow;
+   `model=auto` (the schedule's default) trains several and keeps the best on validation, under
+   the evaluation protocol that fits the log (user-level temporal or session-based).
 6. `evaluate_candidate` — candidate vs re-scored champion vs popularity on the same held-out window.
 7. `promote_candidate` — moves the `champion` alias only if every check passed; records why.
 8. `write_nightly_report` — runs whatever happened before it (a *teardown*: it never changes the
@@ -64,7 +66,27 @@ Logs of every stage are structured (`key=value`, or JSON with `RECSYS_LOG_FORMAT
             title="Arrival date",
             description="Arrival day to process (YYYY-MM-DD). Empty: the day before the run.",
         ),
-        "model": Param("sasrec", enum=MODELS, title="Model", description="Candidate model to train."),
+        "model": Param(
+            "auto", enum=["auto", *MODELS], title="Model",
+            description="Candidate model to train; auto trains RECSYS_AUTO_MODELS and keeps the best on validation.",
+        ),
+        "protocol": Param(
+            "settings", enum=["settings", "auto", "user_temporal", "session"], title="Evaluation protocol",
+            description="settings: RECSYS_EVAL_PROTOCOL; auto: chosen from the log (users who return -> "
+                        "user_temporal, else session).",
+        ),
+        "test_days": Param(
+            0, type="number", minimum=0, maximum=90, title="Test window (days)",
+            description="0: RECSYS_EVAL_TEST_DAYS, or one day shrunk to fit a short log. Fractions allowed.",
+        ),
+        "val_days": Param(
+            0, type="number", minimum=0, maximum=90, title="Validation window (days)",
+            description="0: RECSYS_EVAL_VAL_DAYS, or one day shrunk to fit a short log.",
+        ),
+        "exclude_seen": Param(
+            "settings", enum=["settings", "auto", "true", "false"], title="Exclude seen items",
+            description="auto: keep seen items rankable when repeats are material on validation.",
+        ),
         "epochs": Param(
             20, type="integer", minimum=1, maximum=500, title="Epochs",
             description="Maximum training epochs (early stopping on validation NDCG@10).",
@@ -124,9 +146,15 @@ def nightly_recsys():
     def train_candidate(run_date: str, _features: dict, params: dict | None = None) -> dict:
         from pipeline import stages
 
+        def chosen(name: str):  # "settings" / 0 leave the choice to the settings
+            value = params.get(name)
+            return None if value in (None, "settings", 0, 0.0) else value
+
         with task_stage_logs("train_candidate", run_date):
             return stages.train_candidate(
-                settings(), date.fromisoformat(run_date), params["model"], int(params["epochs"])
+                settings(), date.fromisoformat(run_date), params["model"], int(params["epochs"]),
+                protocol=chosen("protocol"), test_days=chosen("test_days"), val_days=chosen("val_days"),
+                exclude_seen=chosen("exclude_seen"),
             )
 
     @task

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=3000)
     parser.add_argument("--items", type=int, default=500)
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--model", default="sasrec")
+    parser.add_argument("--model", default="auto", help="auto (the schedule's default) or a model name")
     args = parser.parse_args(argv)
 
     from ingest.generator import generate_logs

@@ -247,6 +247,25 @@ def _metric(metrics: dict | None, key: str = METRIC) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def evaluation_summary(decision: dict[str, Any]) -> str:
+    """How the night measured its candidate (protocol, evidence, seen-item rule), in plain words,
+    and a plain "not enough evidence" when that is why nothing was promoted."""
+    esc = html.escape
+    split = decision.get("split") or {}
+    if not split:
+        return ""
+    seen = "excluded from" if split.get("exclude_seen", True) else "kept in"
+    text = (f"<p>Evaluated under the <b>{esc(str(split.get('protocol', 'user_temporal')))}</b> protocol "
+            f"({esc(str(split.get('protocol_reason', 'not recorded')))}): {split.get('n_val_examples')} validation "
+            f"and {split.get('n_test_examples')} test examples; the user's own items are {seen} the rankings "
+            f"({esc(str(split.get('exclude_seen_reason', 'not recorded')))}).</p>")
+    refused = [c for c in decision.get("checks", [])
+               if c["name"] == "enough_evaluation_examples" and not c["passed"]]
+    if refused:
+        text += f'<p class="warning"><b>Not enough evidence to promote</b>: {esc(str(refused[0]["detail"]))}</p>'
+    return text
+
+
 def render(data: dict[str, Any]) -> str:
     esc = html.escape
     day = data["run_date"]
@@ -327,6 +346,7 @@ def render(data: dict[str, Any]) -> str:
                 f'{"PROMOTED" if promoted else "not promoted"}</span> candidate v{esc(str(decision.get("candidate_version")))}'
                 f' — champion before v{esc(str(decision.get("champion_version_before")))}, after '
                 f'v{esc(str(decision.get("champion_version_after")))}. Reasons: {esc(str(decision.get("reasons")))}</p>')
+        text += evaluation_summary(decision)
         text += _table(["check", "passed", "detail"],
                        [(esc(c["name"]), "✔" if c["passed"] else "✘", esc(str(c["detail"]))) for c in decision["checks"]])
     sections.append('<h2 id="decision">Promotion decision</h2>' + text)
@@ -349,6 +369,7 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1100px; colo
 table {{ border-collapse: collapse; margin: .5em 0 1em; font-size: 13px; }}
 th, td {{ border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }}
 th {{ background: #f4f4f4; }} .muted {{ color: #888; }} pre {{ margin: 0; white-space: pre-wrap; }}
+.warning {{ background: #fff3cd; padding: 4px 8px; }}
 .state {{ padding: 1px 6px; border-radius: 3px; background: #eee; }}
 .state.success {{ background: #c8efc8; }} .state.failed, .state.upstream_failed {{ background: #f6c6c6; }}
 </style></head><body>

@@ -52,6 +52,22 @@ class Settings:
     # (0.0: at least as good as the re-scored champion) and this catalog coverage@10.
     promotion_tolerance: float = 0.0
     promotion_min_coverage: float = 0.01
+    # Evaluation protocol: "user_temporal" (a user's next item after a global time cut),
+    # "session" (every prefix of each session in the last days predicts its next item) or "auto"
+    # (chosen from the log: see training.protocol). Window lengths in days; 0 = chosen from the
+    # log's span (one day each, shrunk for a log too short to hold train + two windows).
+    eval_protocol: str = "auto"
+    eval_test_days: float = 0.0
+    eval_val_days: float = 0.0
+    # Minimum evidence: fewer test examples than this refuse promotion (a named check), fewer
+    # validation examples make training keep its last epoch instead of selecting on noise.
+    min_eval_examples: int = 200
+    # Seen items: "auto" keeps them rankable when the validation window's share of next items
+    # already in the input reaches repeat_share_threshold; "true"/"false" force the rule.
+    exclude_seen: str = "auto"
+    repeat_share_threshold: float = 0.05
+    # What `model=auto` trains and picks from, by validation metric.
+    auto_models: str = "repeat,covisitation,sknn,gru4rec,sasrec"
     # Serving: how often the API checks the registry's champion alias (0 disables the poller),
     # how long a request waits for the online store before answering from popularity, and
     # "live" (model per request) or "precomputed" (top-K lists written after promotion).
@@ -179,6 +195,15 @@ class Settings:
                 _env(env, "RECSYS_SERVING_TORCH_THREADS", str(d.serving_torch_threads))
             ),
             admin_token=_env(env, "RECSYS_ADMIN_TOKEN", d.admin_token),
+            eval_protocol=_env(env, "RECSYS_EVAL_PROTOCOL", d.eval_protocol),
+            eval_test_days=float(_env(env, "RECSYS_EVAL_TEST_DAYS", str(d.eval_test_days))),
+            eval_val_days=float(_env(env, "RECSYS_EVAL_VAL_DAYS", str(d.eval_val_days))),
+            min_eval_examples=int(_env(env, "RECSYS_MIN_EVAL_EXAMPLES", str(d.min_eval_examples))),
+            exclude_seen=_env(env, "RECSYS_EXCLUDE_SEEN", d.exclude_seen).lower(),
+            repeat_share_threshold=float(
+                _env(env, "RECSYS_REPEAT_SHARE_THRESHOLD", str(d.repeat_share_threshold))
+            ),
+            auto_models=_env(env, "RECSYS_AUTO_MODELS", d.auto_models),
         )
 
     def with_home(self, home: Path) -> "Settings":

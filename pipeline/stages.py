@@ -42,25 +42,30 @@ def ingest_events(settings: Settings, run_date: date) -> dict[str, Any]:
     return reconciliation
 
 
-def ingest_events_range(settings: Settings, first: date, last: date) -> dict[str, Any]:
+def ingest_events_range(settings: Settings, first: date, last: date, strict: bool = False) -> dict[str, Any]:
     """Spark: arrival days ``first..last`` in date order, as day-by-day runs would ingest them.
 
-    Checks every raw folder before ingesting anything. Returns the per-day reconciliation
+    Checks every raw folder before ingesting anything (``ingest.ingest_day.plan_arrival_days``):
+    a day without a raw folder is skipped (one log line each) and listed in ``skipped_days``;
+    with ``strict`` such a range raises ``MissingArrivalDay`` before anything is ingested, and a
+    range in which no day has a raw folder always does. Returns the per-day reconciliation
     records and the union of their ``affected_event_dates`` (what downstream must recompute).
     """
-    from ingest.ingest_day import arrival_days, ingest_arrival_day
+    from ingest.ingest_day import ingest_arrival_day, plan_arrival_days, skipped_days_line
     from ingest.spark import spark_session
 
-    days = arrival_days(settings, first, last)
+    plan = plan_arrival_days(settings, first, last, strict=strict)
     spark = spark_session(settings)
     records = []
-    for day in days:
+    for day in plan.days:
         records.append(ingest_arrival_day(settings, day, spark=spark))
         log.info("ingested %s: %s", day, records[-1])
+    log.info("%s", skipped_days_line(plan, len(records)))
     return {
         "first": first.isoformat(),
         "last": last.isoformat(),
         "days": len(records),
+        "skipped_days": [day.isoformat() for day in plan.skipped],
         "input_rows": sum(r["input_rows"] for r in records),
         "written_rows": sum(r["written_rows"] for r in records),
         "affected_event_dates": sorted({d for r in records for d in r["affected_event_dates"]}),
@@ -117,11 +122,23 @@ def materialize_features(
     return {"exported_rows": rows, "interval": [start.isoformat(), end.isoformat()], **summary}
 
 
-def train_candidate(settings: Settings, run_date: date, model_name: str, epochs: int) -> dict[str, Any]:
-    """PyTorch + MLflow: train the candidate and the popularity baseline, register the candidate."""
+def train_candidate(
+    settings: Settings, run_date: date, model_name: str, epochs: int, *,
+    protocol: str | None = None, test_days: float | None = None, val_days: float | None = None,
+    exclude_seen: str | None = None,
+) -> dict[str, Any]:
+    """PyTorch + MLflow: train the candidate (``auto``: the best of several on validation) and
+    the popularity baseline, register the candidate. ``None`` leaves a choice to the settings
+    (and the settings' ``auto`` to the log: see training.protocol)."""
     from training.train import train_and_log
 
-    return train_and_log(settings, run_date, model_name=model_name, epochs=epochs)
+    summary = train_and_log(settings, run_date, model_name=model_name, epochs=epochs, protocol=protocol,
+                            test_days=test_days, val_days=val_days, exclude_seen=exclude_seen)
+    split = summary["split"]
+    log.info("evaluation protocol %s (%s); %s val / %s test examples; exclude_seen=%s (%s); candidate %s",
+             split["protocol"], split.get("protocol_reason"), split["n_val_examples"], split["n_test_examples"],
+             split["exclude_seen"], split.get("exclude_seen_reason"), summary["model_name"])
+    return summary
 
 
 def evaluate_candidate(settings: Settings, run_date: date, candidate: dict[str, Any]) -> dict[str, Any]:

@@ -88,7 +88,8 @@ def answer(model, version: str | None, user_id: str, k: int, features: dict[str,
     recent = list((features or {}).get("recent_item_ids") or [])
     if not recent:
         return popularity_answer(model, version, user_id, k, "unknown_user")
-    return model_answer(model, version, user_id, recent, model.recommend(recent, k, exclude=set(recent)))
+    # The model applies its own seen-item rule (recorded with it at training time).
+    return model_answer(model, version, user_id, recent, model.recommend(recent, k))
 
 
 class RecommendationService:

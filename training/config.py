@@ -20,8 +20,16 @@ class TrainConfig:
     seed: int | None = None  # None: ``settings.seed``
     device: str | None = None  # "auto" / "cpu" / "cuda" / "cuda:1"; None: ``settings.device``
     eval_every: int = 1  # validate every N epochs (and after the last one)
-    max_train_seconds: float | None = None  # stop after the epoch that passes this wall time
+    # Wall-time budget of the optimisation, in seconds since training started (a resumed run's
+    # earlier seconds included). The clock is read after every step: once the budget is spent
+    # the epoch ends early (a partial epoch), its model is validated like any epoch's, and
+    # training stops with ``stopped_by="time"``; so it overshoots by about one step plus one
+    # validation and the test pass. A resumed time-stopped run continues at the next epoch (the
+    # rest of the cut epoch is not replayed). None: no budget.
+    max_train_seconds: float | None = None
     selection_metric: str = "ndcg_at_10"  # validation metric that picks the checkpoint
+    # Fewer validation examples than this: no selection (the last epoch is kept) and no early stop.
+    min_val_examples: int = 0
     loss: str | None = None  # "full" / "sampled"; None: the model config's ``loss`` or "full"
     n_negatives: int | None = None  # sampled softmax; None: the model config's or 256
     mask_prob: float | None = None  # masked objective: share of items masked; None: model config's or 0.2
@@ -41,6 +49,8 @@ class TrainConfig:
             raise ValueError("epochs must be >= 1")
         if self.batch_size < 1 or self.eval_every < 1 or self.patience < 1:
             raise ValueError("batch_size, eval_every and patience must be >= 1")
+        if self.max_train_seconds is not None and not self.max_train_seconds >= 0:
+            raise ValueError("max_train_seconds must be >= 0 (or None for no budget)")
         if self.loss not in (None, "full", "sampled"):
             raise ValueError(f"loss must be 'full' or 'sampled', not {self.loss!r}")
         if not 0.0 <= (self.mask_prob or 0.0) <= 1.0 or not 0.0 <= self.mask_last_prob <= 1.0:

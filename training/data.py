@@ -5,7 +5,9 @@ evaluated on the last day has never seen anything that happened on or after that
 what serving it tomorrow looks like. With ``T`` the latest event time considered::
 
     train events      :                     t <  val_start
-    validation window : val_start  <= t <  test_start        (val_start  = test_start - val_days)
+    validation window : val_start  <= t <  test_start        (val_start  = test_start - val_days,
+                                                              moved back over a gap in the log:
+                                                              see window_starts)
     test window       : test_start <= t <= T                 (test_start = T - test_days)
 
 * training sequences use only events before ``val_start``; the vocabulary is built from them;
@@ -17,6 +19,7 @@ what serving it tomorrow looks like. With ``T`` the latest event time considered
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
@@ -25,6 +28,9 @@ from typing import Iterable, Protocol, Sequence, runtime_checkable
 from pipeline.settings import Settings
 
 PADDING_INDEX = 0
+# A validation window with fewer events per day than this share of the test window's is a gap
+# in the log (see window_starts).
+GAP_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -103,10 +109,16 @@ class TemporalSplit:
     n_users: int = 0
     n_events: int = 0
     train_item_counts: Counter = field(default_factory=Counter)  # vocab index -> interactions
+    protocol: str = "user_temporal"
+    # Whether the input's items are excluded from rankings (evaluation and serving alike), and
+    # why the protocol and this rule were chosen (training.protocol fills both).
+    exclude_seen: bool = True
+    plan: dict = field(default_factory=dict)
 
     def info(self) -> dict:
         """JSON-friendly description, stored in checkpoints and MLflow runs."""
         return {
+            "protocol": self.protocol,
             "as_of": self.as_of,
             "max_event_time": self.max_event_time.isoformat(),
             "val_start": self.val_start.isoformat(),
@@ -121,6 +133,8 @@ class TemporalSplit:
             "n_train_interactions": sum(len(s) for s in self.train_sequences),
             "n_val_examples": len(self.val_examples),
             "n_test_examples": len(self.test_examples),
+            "exclude_seen": self.exclude_seen,
+            **self.plan,
         }
 
 
@@ -146,29 +160,35 @@ def _to_naive_utc(t: datetime) -> datetime:
     return t if t.tzinfo is None else t.astimezone(timezone.utc).replace(tzinfo=None)
 
 
+def read_warehouse(settings: Settings, sql: str) -> list[tuple]:
+    """Rows of a query on the warehouse, opened read-only, with times in UTC."""
+    import duckdb
+
+    if not settings.warehouse_path.exists():
+        raise FileNotFoundError(f"no warehouse at {settings.warehouse_path}; run the sessions (dbt) stage first")
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        # TIMESTAMPTZ -> TIMESTAMP casts use the session zone; pin it so both column types mean UTC.
+        con.execute("SET TimeZone = 'UTC'")
+        return con.execute(sql).fetchall()
+
+
 def load_user_sequences(settings: Settings, as_of: date | str | None = None) -> list[UserSequence]:
     """Read ``user_sequences`` from the warehouse (read-only), ordered by user id.
 
     ``as_of``: only events before the end of that UTC day are kept, so re-running a past night
     (a backfill) trains and evaluates on what was known that night, not on later arrivals.
     """
-    import duckdb
-
-    if not settings.warehouse_path.exists():
-        raise FileNotFoundError(f"no warehouse at {settings.warehouse_path}; run the dbt stage first")
     cutoff = _day_end(as_of) if as_of is not None else None
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-        # TIMESTAMPTZ -> TIMESTAMP casts use the session zone; pin it so both column types mean UTC.
-        con.execute("SET TimeZone = 'UTC'")
-        rows = con.execute(
-            """
-            SELECT CAST(user_id AS VARCHAR),
-                   list_transform(item_ids, lambda x: CAST(x AS VARCHAR)),
-                   list_transform(event_times, lambda x: CAST(x AS TIMESTAMP))
-            FROM user_sequences
-            ORDER BY user_id
-            """
-        ).fetchall()
+    rows = read_warehouse(
+        settings,
+        """
+        SELECT CAST(user_id AS VARCHAR),
+               list_transform(item_ids, lambda x: CAST(x AS VARCHAR)),
+               list_transform(event_times, lambda x: CAST(x AS TIMESTAMP))
+        FROM user_sequences
+        ORDER BY user_id
+        """,
+    )
     sequences = []
     for user_id, items, times in rows:
         if not items or times is None or len(items) != len(times):
@@ -204,9 +224,8 @@ def temporal_split(
         raise ValueError("test_days and val_days must be positive")
     if not sequences:
         raise ValueError("no events to split (empty user_sequences, or all after the as_of day)")
-    max_event_time = max(s.event_times[-1] for s in sequences)
-    test_start = max_event_time - timedelta(days=test_days)
-    val_start = test_start - timedelta(days=val_days)
+    max_event_time, val_start, test_start = window_starts(
+        (t for s in sequences for t in s.event_times), test_days, val_days)
 
     collapsed = [(s.user_id, *collapse_consecutive(s.item_ids, s.event_times)) for s in sequences]
 
@@ -244,6 +263,27 @@ def temporal_split(
         n_events=sum(len(s.item_ids) for s in sequences),
         train_item_counts=counts,
     )
+
+
+def window_starts(event_times: Iterable[datetime], test_days: float, val_days: float
+                  ) -> tuple[datetime, datetime, datetime]:
+    """(latest event, validation start, test start). The test window is the last ``test_days``
+    before the latest event, the validation window the ``val_days`` before it. When that
+    validation window holds fewer than ``GAP_SHARE`` of the test window's events per day (days
+    without arrivals just before the test window), it ends at the latest event before the test
+    window instead, so a gap in the log does not leave validation empty or thin."""
+    times = sorted(event_times)
+    if not times:
+        raise ValueError("no events to split")
+    max_event_time = times[-1]
+    test_start = max_event_time - timedelta(days=test_days)
+    before = bisect_left(times, test_start)
+    in_val = before - bisect_left(times, test_start - timedelta(days=val_days))
+    test_rate, val_rate = (len(times) - before) / test_days, in_val / val_days
+    val_end = test_start
+    if before and val_rate < GAP_SHARE * test_rate:
+        val_end = times[before - 1] + timedelta(microseconds=1)
+    return max_event_time, val_end - timedelta(days=val_days), test_start
 
 
 def _window_example(
@@ -294,8 +334,8 @@ class Split(Protocol):
     """What the training loop consumes, whatever the protocol that produced it.
 
     :class:`TemporalSplit` (global time cut, the nightly pipeline) and
-    :class:`training.loo.LeaveOneOutSplit` (per-user leave-one-out, the public benchmarks) both
-    have these fields; ``train_model(settings, split, ...)`` accepts either.
+    :class:`training.loo.LeaveOneOutSplit` (per-user leave-one-out, the public benchmarks) and
+    :class:`training.protocol.SessionSplit` (every prefix of held-out sessions) have these fields; ``train_model(settings, split, ...)`` accepts either.
     """
 
     train_sequences: list[list[int]]  # vocabulary indices, time order
@@ -305,5 +345,6 @@ class Split(Protocol):
     max_len: int
     train_item_counts: Counter  # vocabulary index -> training interactions
     as_of: str | None
+    exclude_seen: bool  # the input's items are not ranked (evaluation and serving alike)
 
     def info(self) -> dict: ...

@@ -3,8 +3,10 @@
 Protocol (the same for every model, so numbers are comparable):
 * every catalog item is ranked, no sampled negatives (sampled metrics can reorder models:
   Krichene & Rendle, "On Sampled Metrics for Item Recommendation", KDD 2020);
-* padding and the items of the example's input sequence are excluded from the ranking, as they
-  are from served recommendations; a target that is in the input therefore counts as a miss;
+* padding is never ranked; the items of the example's input sequence are excluded from the
+  ranking (as they are from served recommendations) unless ``exclude_seen=False``, the rule for a
+  log with heavy repeat consumption (see :mod:`training.protocol`); under exclusion a target that
+  is in the input counts as a miss;
 * a target missing from the model's vocabulary counts as a miss;
 * ties are broken against the target (rank = number of items scoring >= the target), so a model
   that scores everything equally gets no credit;
@@ -22,7 +24,6 @@ Protocol (the same for every model, so numbers are comparable):
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -85,6 +86,7 @@ def evaluate(
     device: torch.device | str = "cpu",
     ks: Sequence[int] = CUTOFFS,
     item_counts: Mapping[int, int] | torch.Tensor | None = None,
+    exclude_seen: bool = True,
 ) -> dict[str, float]:
     """HR@K, NDCG@K, MRR@K for K in ``ks`` and ``k``, MRR (full ranking), catalog coverage of the
     top-``k`` lists and, with ``item_counts`` (training counts by index), their popularity bias.
@@ -119,8 +121,9 @@ def evaluate(
         if scores.shape != (batch_inputs.shape[0], n_items + 1):
             raise ValueError(f"scorer returned {tuple(scores.shape)}, expected [B, {n_items + 1}]")
         scores = scores.clone()
-        # Padding and already-seen items are not candidates (the input's zeros hit column 0).
-        scores.scatter_(1, batch_inputs, float("-inf"))  # [B, N + 1]
+        if exclude_seen:
+            # Already-seen items are not candidates (the input's zeros hit column 0).
+            scores.scatter_(1, batch_inputs, float("-inf"))  # [B, N + 1]
         scores[:, 0] = float("-inf")
 
         target_scores = scores.gather(1, batch_targets.clamp(min=0).unsqueeze(1))  # [B, 1]
@@ -167,13 +170,18 @@ def evaluate_examples(
     device: torch.device | str = "cpu",
     ks: Sequence[int] = CUTOFFS,
     item_counts: Mapping[int, int] | torch.Tensor | None = None,
+    exclude_seen: bool = True,
 ) -> dict[str, float]:
     """``evaluate`` on raw examples, encoded with the scorer's own vocabulary."""
     inputs, targets = encode_examples(examples, vocab, max_len)
     metrics = evaluate(scorer, inputs, targets, vocab.n_items, k=k, batch_size=batch_size, device=device,
-                       ks=ks, item_counts=item_counts)
+                       ks=ks, item_counts=item_counts, exclude_seen=exclude_seen)
     return metrics | {"n_examples": float(len(examples))}
 
 
-def all_finite(metrics: dict[str, float]) -> bool:
-    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in metrics.values())
+def repeat_share(examples: Sequence[EvalExample]) -> float:
+    """Share of examples whose target is already in their input: the next items a model that
+    excludes seen items can never get right."""
+    if not examples:
+        return 0.0
+    return sum(ex.target_item in ex.input_items for ex in examples) / len(examples)

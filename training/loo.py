@@ -51,6 +51,7 @@ class LeaveOneOutSplit:
     n_events: int = 0
     train_item_counts: Counter = field(default_factory=Counter)  # vocab index -> interactions
     as_of: str | None = None  # no run date: the protocol is not temporal
+    exclude_seen: bool = True  # the published protocol filters the input's items
 
     def info(self) -> dict:
         """JSON-friendly description, stored in checkpoints."""

@@ -85,9 +85,10 @@ def render_model_card(settings: Settings, record: dict[str, Any], revision: str 
         "## Data window",
         "",
     ]
-    keys = ("as_of", "val_start", "test_start", "max_event_time", "test_days", "val_days",
-            "max_sequence_length", "n_users", "n_events", "n_items", "n_train_sequences",
-            "n_train_interactions", "n_val_examples", "n_test_examples")
+    keys = ("protocol", "protocol_reason", "as_of", "val_start", "test_start", "max_event_time", "test_days",
+            "val_days", "max_sequence_length", "n_users", "n_events", "n_items", "n_train_sequences",
+            "n_train_interactions", "n_val_examples", "n_test_examples", "n_train_sessions",
+            "n_val_sessions", "n_test_sessions", "exclude_seen", "exclude_seen_reason", "repeat_share_val")
     lines += [f"- {k}: {split[k]}" for k in keys if k in split] or ["- (not recorded)"]
     champion_label = (f"champion v{record.get('champion_version_before')} (re-scored)"
                       if champ else "champion")

@@ -6,6 +6,9 @@ The candidate is promoted (alias ``champion`` moved to its version) only when al
 * ``metrics_finite``       - no NaN / inf in the candidate's or the baseline's metrics;
 * ``non_empty_outputs``    - the test window has examples and the candidate recommends something
   (catalog, ``n_examples`` and ``coverage_at_10`` above 0);
+* ``enough_evaluation_examples`` - at least ``RECSYS_MIN_EVAL_EXAMPLES`` (default 200) test
+  examples: a decision on a handful of next items is noise, so the night says "not enough
+  evidence to promote" instead of promoting or rejecting on it;
 * ``beats_popularity``     - candidate NDCG@10 > most-popular NDCG@10 on the same test window;
   not applicable (passes, and says so) when the candidate IS the popularity model;
 * ``within_tolerance_of_champion`` - the CURRENT champion's checkpoint is re-scored on this
@@ -135,7 +138,7 @@ def decide_promotion(
 
     ``tolerance`` and ``min_coverage`` default to the settings' values.
     """
-    from training.data import load_split
+    from training.protocol import split_for_record
     from training.recommender import load_champion
 
     tolerance = settings.promotion_tolerance if tolerance is None else float(tolerance)
@@ -164,6 +167,15 @@ def decide_promotion(
         "non_empty_outputs", non_empty,
         f"{n_test} test examples, {n_items} catalog items, candidate {COVERAGE_METRIC}={coverage:.4f}",
     ))
+    floor = settings.min_eval_examples
+    recorded = dict(candidate.get("split") or {})
+    protocol = recorded.get("protocol", "user_temporal")
+    checks.append(_check(
+        "enough_evaluation_examples", n_test >= floor,
+        f"{n_test} test examples under the {protocol} protocol (floor {floor})" if n_test >= floor
+        else f"not enough evidence to promote: {n_test} test examples under the {protocol} protocol, "
+             f"fewer than the floor of {floor} (RECSYS_MIN_EVAL_EXAMPLES)",
+    ))
     if model_name == "popularity":
         checks.append(_check(
             "beats_popularity", finite,
@@ -189,11 +201,7 @@ def decide_promotion(
         champion, _ = loaded
         # The same window the candidate was measured on: rebuilt from the warehouse with the
         # candidate's split parameters, then checked against what the candidate recorded.
-        split = load_split(
-            settings, as_of=run_date,
-            test_days=int(candidate.get("test_days", 1)), val_days=int(candidate.get("val_days", 1)),
-        )
-        recorded = candidate.get("split", {})
+        split = split_for_record(settings, run_date, recorded)
         same_window = (
             recorded.get("test_start") == split.test_start.isoformat()
             and recorded.get("n_test_examples") == len(split.test_examples)
@@ -206,7 +214,8 @@ def decide_promotion(
                 f"({recorded.get('test_start')}, {recorded.get('n_test_examples')}): cannot compare",
             ))
         else:
-            champion_metrics = champion.evaluate(split.test_examples)
+            # Under the candidate's seen-item rule: both are measured on the same ranking task.
+            champion_metrics = champion.evaluate(split.test_examples, exclude_seen=split.exclude_seen)
             champion_score = champion_metrics[METRIC]
             threshold = champion_score * (1.0 - tolerance)
             ok = math.isfinite(champion_score) and finite and cand_score >= threshold

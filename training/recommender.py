@@ -27,6 +27,8 @@ class Recommender:
         self.popular_item_counts: list[int] = list(checkpoint.get("popular_item_counts", []))
         self.max_len: int = int(checkpoint["config"].get("max_len") or checkpoint["split"]["max_sequence_length"])
         self.metadata = {k: checkpoint.get(k) for k in ("metrics", "split", "train", "best_epoch")}
+        # The seen-item rule the model was evaluated under is the one it serves with.
+        self.exclude_seen: bool = bool((checkpoint.get("split") or {}).get("exclude_seen", True))
         self.device = torch.device(device)
         self.model = build_model(self.model_name, self.config)
         self.model.load_state_dict(checkpoint["state_dict"])
@@ -52,14 +54,15 @@ class Recommender:
     def recommend(
         self, recent_item_ids: Sequence[str], k: int = 10, exclude: Iterable[str] = ()
     ) -> list[tuple[str, float]]:
-        """Top ``k`` (item_id, score), best first; never an item of the history or ``exclude``.
+        """Top ``k`` (item_id, score), best first; never an item of ``exclude``, nor of the
+        history when the model's rule excludes seen items (``self.exclude_seen``).
 
         A history with no known item (all ids unknown to this model) gets the training-period
         most-popular items, scored by their training-period interaction counts.
         """
         if k <= 0:
             return []
-        excluded = set(exclude) | set(recent_item_ids)
+        excluded = set(exclude) | (set(recent_item_ids) if self.exclude_seen else set())
         encoded = self.encode_history(recent_item_ids)
         if not encoded:
             counts = self.popular_item_counts or [0] * len(self.popular_item_ids)
@@ -97,6 +100,8 @@ class Recommender:
             scores = self.score(x).double().cpu()  # [B, N + 1]
             scores[:, 0] = float("-inf")
             for r, i in enumerate(rows):
+                if not self.exclude_seen:
+                    continue
                 seen = [self.vocab.index(item) for item in set(histories[i]) if item in self.vocab]
                 if seen:
                     scores[r, torch.tensor(seen, dtype=torch.long)] = float("-inf")
@@ -129,11 +134,14 @@ class Recommender:
         if len({item for item, _ in ranked}) != len(ranked):
             raise ValueError("model returned duplicate items")
 
-    def evaluate(self, examples: Sequence[EvalExample], k: int = 10, batch_size: int = 256) -> dict[str, float]:
+    def evaluate(self, examples: Sequence[EvalExample], k: int = 10, batch_size: int = 256,
+                 exclude_seen: bool | None = None) -> dict[str, float]:
         """Metrics on raw examples, encoded with this model's own vocabulary (so a champion
-        trained on an older catalog is scored fairly on a newer test window)."""
+        trained on an older catalog is scored fairly on a newer test window). ``exclude_seen``:
+        the night's rule when re-scoring a champion beside a candidate; None = the model's own."""
         return evaluate_examples(
-            self.score, examples, self.vocab, self.max_len, k=k, batch_size=batch_size, device=self.device
+            self.score, examples, self.vocab, self.max_len, k=k, batch_size=batch_size, device=self.device,
+            exclude_seen=self.exclude_seen if exclude_seen is None else exclude_seen,
         )
 
 

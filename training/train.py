@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -46,10 +48,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.cli_errors import add_debug_flag, user_errors
 from pipeline.settings import Settings
 from training import distributed
 from training.config import TrainConfig
-from training.data import Split, TemporalSplit, load_split
+from training.data import Split, TemporalSplit
 from training.evaluate import evaluate_examples
 from training.losses import full_softmax_loss
 from training.models import MODELS, make_config, model_classes
@@ -62,6 +65,9 @@ SELECTION_METRIC = "ndcg_at_10"
 N_POPULAR = 100
 
 __all__ = ["TrainConfig", "TrainResult", "train_model", "train_and_log", "training_windows", "item_windows"]
+
+# Per-epoch lines (epoch, loss, validation metric, seconds, sequences/s) land in the task log.
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -233,6 +239,10 @@ def _loss_kind(train_config: TrainConfig, model_config: Any) -> str:
     return train_config.loss or getattr(model_config, "loss", None) or "full"
 
 
+def _exclude_seen(split: Split) -> bool:
+    return bool(getattr(split, "exclude_seen", True))
+
+
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
@@ -243,6 +253,83 @@ def _progress_enabled(train_config: TrainConfig, ctx: distributed.DistContext) -
     if train_config.progress is not None:
         return train_config.progress
     return sys.stderr.isatty()
+
+
+# torch's intra-op thread count when this module was imported, and the count training last set:
+# any other count at the start of training was chosen by the caller (torch.set_num_threads).
+_IMPORTED_TORCH_THREADS = torch.get_num_threads()
+_threads_set_by_training: int | None = None
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity mask: taskset, cpusets, a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no sched_getaffinity (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+def _use_usable_cores() -> int | None:
+    """Set torch's intra-op threads to :func:`usable_cores` for CPU training; the count set, or None.
+
+    torch sizes its pool from the machine's cores, which oversubscribes a process pinned to
+    fewer (a container's cpuset, ``taskset``) and slows every step. The rule: training on CPU
+    uses one intra-op thread per usable core (shared out among the ``LOCAL_WORLD_SIZE`` DDP
+    processes of the machine), unless the caller chose a count itself, that is
+    ``OMP_NUM_THREADS`` is set in the environment (``torchrun`` sets it to 1 per process), or
+    ``torch.set_num_threads`` was called after this module was imported; those are left alone.
+    """
+    global _threads_set_by_training
+    if os.environ.get("OMP_NUM_THREADS", "").strip():
+        return None
+    current = torch.get_num_threads()
+    if current not in (_IMPORTED_TORCH_THREADS, _threads_set_by_training):
+        return None
+    try:
+        ranks_here = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        ranks_here = 1
+    cores = max(1, usable_cores() // ranks_here)
+    if cores != current:
+        torch.set_num_threads(cores)
+        log.info("torch intra-op threads: %d (usable cores; was %d)", cores, current)
+    _threads_set_by_training = cores
+    return cores
+
+
+def _out_of_time(deadline: float | None, ctx: distributed.DistContext, device: torch.device) -> bool:
+    """Whether the time budget is spent, checked after every optimisation step.
+
+    One ``time.monotonic()`` per step; under DDP rank 0's clock decides for every rank (one small
+    broadcast per step, only when a budget is set), so all ranks leave the epoch at the same step.
+    """
+    if deadline is None:
+        return False
+    spent = time.monotonic() >= deadline
+    if ctx.enabled:
+        (spent,) = distributed.broadcast_flags([int(spent)], ctx, device)
+    return bool(spent)
+
+
+def _log_epoch(
+    model_name: str, epoch: int, epochs: int, train_loss: float, val: dict[str, float] | None,
+    best_val: dict[str, float] | None, best_epoch: int, metric: str, epoch_seconds: float,
+    val_seconds: float, windows: int, steps: int, steps_per_epoch: int, cut: bool,
+) -> None:
+    """One INFO line per epoch (logger ``training.train``), whatever the progress bar does."""
+    seqs_per_s = windows / max(epoch_seconds, 1e-9)
+    shown = f"{val[metric]:.4f}" if val is not None else "-"
+    best = f"{best_val[metric]:.4f}@{best_epoch}" if best_val else "-"
+    cut_note = f" cut after {steps}/{steps_per_epoch} steps (max_train_seconds)" if cut else ""
+    log.info(
+        "%s epoch %d/%d: train_loss=%.4f val_%s=%s best=%s epoch_seconds=%.2f val_seconds=%.2f "
+        "sequences_per_s=%.0f%s",
+        model_name, epoch, epochs, train_loss, metric, shown, best, epoch_seconds, val_seconds,
+        seqs_per_s, cut_note,
+        extra={"model": model_name, "epoch": epoch, "train_loss": train_loss,
+               f"val_{metric}": None if val is None else val[metric], "epoch_seconds": round(epoch_seconds, 3),
+               "sequences_per_s": round(seqs_per_s, 1), "steps": steps, "steps_per_epoch": steps_per_epoch},
+    )
 
 
 def train_model(
@@ -288,6 +375,8 @@ def _train(
     device = resolve_device(tc.device or settings.device, ctx.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    else:
+        _use_usable_cores()  # one intra-op thread per usable core, unless the caller chose a count
     torch.manual_seed(seed)  # parameter init (identical on every rank)
     objective = objective_of(model_name)
     config, model = _build(model_name, split, model_overrides)
@@ -307,7 +396,7 @@ def _train(
         model.eval()
         return evaluate_examples(
             _scorer(model), split.val_examples, split.vocab, split.max_len, device=device,
-            batch_size=tc.eval_batch_size,
+            batch_size=tc.eval_batch_size, exclude_seen=_exclude_seen(split),
         )
 
     history: list[dict[str, float]] = []
@@ -340,6 +429,9 @@ def _train(
         n_negatives = tc.n_negatives or getattr(config, "n_negatives", None) or 256
         mask_prob = tc.mask_prob if tc.mask_prob is not None else getattr(config, "mask_prob", 0.2)
         best_val, best_epoch, best_state, epochs_run, stale = None, 0, None, 0, 0
+        # Selecting an epoch on a handful of validation examples picks noise: below the floor
+        # every epoch counts as an improvement, so the last one is kept and none is skipped.
+        selecting = len(split.val_examples) >= tc.min_val_examples
         first_epoch = 1
         if resume_from is not None:
             state = torch.load(Path(resume_from), map_location="cpu", weights_only=True)
@@ -364,6 +456,9 @@ def _train(
             seconds_before = float(r.get("train_seconds", 0.0))
             started -= seconds_before
         steps_seconds, steps_windows = 0.0, 0
+        # The budget is checked after every step (see TrainConfig.max_train_seconds); ``started``
+        # already counts a resumed run's earlier seconds.
+        deadline = None if tc.max_train_seconds is None else started + tc.max_train_seconds
         bar = None
         if _progress_enabled(tc, ctx):
             from tqdm import tqdm
@@ -376,7 +471,9 @@ def _train(
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             n_targets = 0
             epoch_started = time.monotonic()
-            for idx in batches(order, lengths, tc.batch_size, tc.length_buckets, shuffle_rng):  # [B]
+            epoch_batches = batches(order, lengths, tc.batch_size, tc.length_buckets, shuffle_rng)
+            steps, epoch_windows, cut = 0, 0, False
+            for idx in epoch_batches:  # [B]
                 x = inputs[idx]  # [B, max_len], CPU
                 # Drop the columns that are padding in every row of this batch (a CPU reduction:
                 # no device sync).
@@ -403,26 +500,37 @@ def _train(
                 optimizer.step()
                 loss_sum += loss.detach().to(torch.float64) * n
                 n_targets += n
+                steps += 1
+                epoch_windows += len(idx)
+                # Out of time: the epoch ends here and its model is validated below, so the
+                # steps already taken are not lost.
+                if _out_of_time(deadline, ctx, device):
+                    cut = steps < len(epoch_batches)
+                    break
             train_loss = loss_sum.item() / max(n_targets, 1)  # the epoch's one host sync
-            steps_seconds += time.monotonic() - epoch_started
-            steps_windows += len(order) * ctx.world_size
+            epoch_seconds = time.monotonic() - epoch_started
+            steps_seconds += epoch_seconds
+            steps_windows += epoch_windows * ctx.world_size
             epochs_run = epoch
             elapsed = time.monotonic() - started
-            out_of_time = tc.max_train_seconds is not None and elapsed >= tc.max_train_seconds
+            out_of_time = deadline is not None and time.monotonic() >= deadline
             # Rank 0's clock and loss decide for every rank, so all of them validate (and stop)
             # at the same epoch.
             out_of_time, diverged = (bool(v) for v in distributed.broadcast_flags(
                 [int(out_of_time), int(not math.isfinite(train_loss))], ctx, device))
             last = epoch == tc.epochs or out_of_time or diverged
             stop = improved = 0
+            val, val_started = None, time.monotonic()
             if epoch % tc.eval_every == 0 or last:
                 if ctx.is_main:
                     val = validate()
-                    row = {"epoch": epoch, "train_loss": train_loss, "seconds": elapsed}
+                    row = {"epoch": epoch, "train_loss": train_loss, "seconds": elapsed,
+                           "epoch_seconds": epoch_seconds, "steps": steps, "steps_per_epoch": len(epoch_batches)}
                     history.append(row | {f"val_{k}": v for k, v in val.items()})
                     if diverged:
                         stop, stopped_by = 1, "diverged"  # keep whatever was best before
-                    elif best_val is None or val[tc.selection_metric] > best_val[tc.selection_metric]:
+                    elif (best_val is None or not selecting
+                          or val[tc.selection_metric] > best_val[tc.selection_metric]):
                         best_val, best_epoch, stale, improved = val, epoch, 0, 1
                     else:
                         stale += 1
@@ -433,6 +541,10 @@ def _train(
                     best_state = _cpu_state(model)
             if out_of_time and not stop:
                 stop, stopped_by = 1, "time"
+            if ctx.is_main:
+                _log_epoch(model_name, epoch, tc.epochs, train_loss, val, best_val, best_epoch,
+                           tc.selection_metric, epoch_seconds, time.monotonic() - val_started,
+                           epoch_windows * ctx.world_size, steps, len(epoch_batches), cut)
             if bar is not None:
                 bar.update(1)
                 postfix = {"loss": f"{train_loss:.4f}", "seq/s": f"{steps_windows / max(steps_seconds, 1e-9):.0f}"}
@@ -476,6 +588,7 @@ def _train(
         scored = evaluate_examples(
             _scorer(model), split.test_examples, split.vocab, split.max_len, device=device,
             batch_size=tc.eval_batch_size, item_counts=split.train_item_counts,
+            exclude_seen=_exclude_seen(split),
         )
         extra = {k: v for k, v in scored.items() if k.startswith("popularity_bias_at_")}
         test = {k: v for k, v in scored.items() if k not in extra}
@@ -602,20 +715,36 @@ def train_and_log(
     *,
     train_config: TrainConfig | None = None,
     model_config: dict[str, Any] | None = None,
-    test_days: int = 1,
-    val_days: int = 1,
+    protocol: str | None = None,
+    test_days: float | None = None,
+    val_days: float | None = None,
+    exclude_seen: str | bool | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Nightly training stage; returns a JSON-serialisable summary (the DAG's XCom).
 
     ``epochs`` and keyword ``overrides`` (``batch_size=``, ``lr=``, ...) replace fields of
-    ``train_config`` (default ``TrainConfig()``).
+    ``train_config`` (default ``TrainConfig()``). ``model_name="auto"`` trains every model of
+    ``settings.auto_models`` and keeps the best on validation (:mod:`training.auto`). The split's
+    protocol, windows and seen-item rule come from the log (:mod:`training.protocol`) unless given.
     """
     from mlflow.entities import Metric, Param, RunTag
 
+    from training.auto import AUTO, auto_model_names, select_on_validation
+    from training.protocol import load_split as load_night_split
+
     tc = (train_config or TrainConfig()).with_overrides(epochs=epochs, **overrides)
+    if not tc.min_val_examples:
+        tc = tc.with_overrides(min_val_examples=settings.min_eval_examples)
+    requested = model_name
+    if model_name == AUTO:
+        names = auto_model_names(settings.auto_models)
+    else:
+        model_classes(model_name)  # an unknown name fails here, before any data is read
+        names = [model_name]
     run_date = run_date.isoformat() if isinstance(run_date, date) else str(run_date)
-    split = load_split(settings, as_of=run_date, test_days=test_days, val_days=val_days)
+    split = load_night_split(settings, as_of=run_date, protocol=protocol, test_days=test_days,
+                             val_days=val_days, exclude_seen=exclude_seen)
     client = mlflow_client(settings)
     experiment_id = get_or_create_experiment(client, settings)
     run = client.create_run(
@@ -630,22 +759,27 @@ def train_and_log(
             settings, split, "popularity", TrainConfig(epochs=1, device=tc.device, seed=tc.seed),
             checkpoint_path=out_dir / "popularity" / CHECKPOINT_FILE,
         )
-        result = train_model(
-            settings, split, model_name, tc, model_config=model_config,
-            checkpoint_path=out_dir / CHECKPOINT_ARTIFACT_DIR / CHECKPOINT_FILE,
+        result, candidates = select_on_validation(
+            names,
+            lambda name, path: train_model(settings, split, name, tc, model_config=model_config,
+                                           checkpoint_path=path),
+            out_dir / "candidates", tc.selection_metric,
         )
+        model_name = result.model_name
+        client.set_tag(run_id, "model_name", model_name)
         epochs = tc.epochs
         seed = settings.seed if tc.seed is None else tc.seed
 
         now = int(time.time() * 1000)
         params = {
             **_flat("train.", {k: v for k, v in tc.to_dict().items() if v is not None}),
-            "model_name": model_name, "run_date": run_date, "epochs": epochs,
+            "model_name": model_name, "requested_model": requested, "run_date": run_date, "epochs": epochs,
             "batch_size": tc.batch_size, "lr": tc.lr, "weight_decay": tc.weight_decay,
             "patience": tc.patience, "seed": seed, "device": result.device,
             "selection_metric": f"val_{tc.selection_metric}",
             **_flat("model.", result.config),
-            **_flat("split.", {k: v for k, v in split.info().items() if not k.startswith("n_")}),
+            **_flat("split.", {k: v for k, v in split.info().items()
+                               if not k.startswith("n_") and not isinstance(v, dict)}),
         }
         metrics = {
             **result.test_metrics,
@@ -655,7 +789,9 @@ def train_and_log(
             **_flat("popularity_val_", baseline.val_metrics),
             "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
             "train_seconds": result.train_seconds,
-            **{k: v for k, v in split.info().items() if k.startswith("n_")},
+            **{k: v for k, v in split.info().items() if k.startswith("n_") and isinstance(v, (int, float))},
+            **{f"auto_{row['model']}_val_{tc.selection_metric}": row[f"val_{tc.selection_metric}"]
+               for row in candidates if row["status"] == "trained" and requested == AUTO},
         }
         batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
         # Curves, one point per epoch, under their own keys: ``val_ndcg_at_10`` above is the
@@ -703,8 +839,12 @@ def train_and_log(
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "device": result.device,
-        "test_days": test_days,
-        "val_days": val_days,
+        "requested_model": requested,
+        "candidates": candidates,
+        "protocol": split.info()["protocol"],
+        "exclude_seen": split.exclude_seen,
+        "test_days": split.info()["test_days"],
+        "val_days": split.info()["val_days"],
         "split": split.info(),
         "n_train_sequences": len(split.train_sequences),
         "n_val_examples": len(split.val_examples),
@@ -720,7 +860,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="nightly run date (YYYY-MM-DD): warehouse split, MLflow run, registry")
     source.add_argument("--loo", type=Path, metavar="FILE",
                         help="leave-one-out split of a `user item item ...` file; no MLflow")
-    parser.add_argument("--model", default="sasrec", choices=sorted(MODELS))
+    parser.add_argument("--model", default="sasrec", choices=["auto", *sorted(MODELS)],
+                        help="auto (--date only): train RECSYS_AUTO_MODELS, keep the best on validation")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -736,8 +877,22 @@ def main(argv: list[str] | None = None) -> None:
                         help='model config overrides, e.g. \'{"d_model": 64}\'')
     parser.add_argument("--out", type=Path, help="--loo: checkpoint folder (default: models dir)")
     parser.add_argument("--resume-from", type=Path, help="--loo: continue this checkpoint's run")
+    parser.add_argument("--protocol", choices=("auto", "user_temporal", "session"),
+                        help="--date: evaluation protocol (default: RECSYS_EVAL_PROTOCOL)")
+    parser.add_argument("--test-days", type=float, help="--date: test window (default: RECSYS_EVAL_TEST_DAYS)")
+    parser.add_argument("--val-days", type=float, help="--date: validation window (default: RECSYS_EVAL_VAL_DAYS)")
+    parser.add_argument("--exclude-seen", choices=("auto", "true", "false"),
+                        help="--date: seen-item rule (default: RECSYS_EXCLUDE_SEEN)")
     parser.add_argument("--no-progress", action="store_true")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
+    # The per-epoch lines on a terminal too (Airflow's task log has its own handler).
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with user_errors(debug=args.debug):
+        _main(args)
+
+
+def _main(args: argparse.Namespace) -> None:
     tc = TrainConfig().with_overrides(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         patience=args.patience, eval_every=args.eval_every, max_train_seconds=args.max_train_seconds,
@@ -746,7 +901,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env()
     if args.date is not None:
         summary = train_and_log(settings, args.date, model_name=args.model, train_config=tc,
-                                model_config=args.model_config)
+                                model_config=args.model_config, protocol=args.protocol,
+                                test_days=args.test_days, val_days=args.val_days, exclude_seen=args.exclude_seen)
     else:
         from training.loo import load_loo_split
 

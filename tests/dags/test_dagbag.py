@@ -51,7 +51,10 @@ def test_trigger_form_validates_params(dagbag):
     params.validate()
     good = copy.deepcopy(params)
     good["date"], good["model"], good["epochs"] = "2026-11-20", "popularity", 3
-    for key, bad in (("epochs", 0), ("model", "no-such-model"), ("date", "20-11-2026")):
+    good["protocol"], good["test_days"], good["exclude_seen"] = "session", 0.25, "false"
+    assert params["model"] == "auto"  # the scheduled default picks the best model on validation
+    for key, bad in (("epochs", 0), ("model", "no-such-model"), ("date", "20-11-2026"),
+                     ("protocol", "leave_one_out"), ("test_days", -1), ("exclude_seen", "maybe")):
         with pytest.raises(ParamValidationError):
             copy.deepcopy(params)[key] = bad
 

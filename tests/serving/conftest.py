@@ -15,6 +15,8 @@ from types import SimpleNamespace
 import duckdb
 import pytest
 
+from tests.warehouse_fixtures import SESSIONIZED_FROM_USER_SEQUENCES
+
 from pipeline.settings import Settings
 
 RUN_DATE = date(2026, 11, 10)
@@ -45,6 +47,7 @@ def build_warehouse(settings: Settings) -> None:
                     "last_event_time timestamp)")
         con.executemany("insert into user_sequences values (?, ?, ?, len(?), list_min(?), list_max(?))",
                         [(u, i, t, i, t, t) for u, i, t in ring_user_sequences()])
+        con.execute(SESSIONIZED_FROM_USER_SEQUENCES)
         con.execute(f"""
             create table user_features as
             select user_id, cast(last_event_time as date) as feature_date,

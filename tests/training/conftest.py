@@ -17,6 +17,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.warehouse_fixtures import SESSIONIZED_FROM_USER_SEQUENCES
+
 from pipeline.settings import Settings
 
 DAY1 = date(2026, 11, 10)
@@ -48,6 +50,7 @@ def write_user_sequences(path: Path, rows: list[tuple[str, list[str], list[datet
             "INSERT INTO user_sequences VALUES (?, ?, ?, len(?), list_min(?), list_max(?))",
             [(u, items, times, items, times, times) for u, items, times in rows],
         )
+        con.execute(SESSIONIZED_FROM_USER_SEQUENCES)
 
 
 def ring_rows(
@@ -90,8 +93,9 @@ def synth() -> SimpleNamespace:
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    # The repo-wide fixture (a home under tmp_path), with short sequences and a fixed seed.
-    return dataclasses.replace(settings, max_sequence_length=20, seed=7)
+    # The repo-wide fixture (a home under tmp_path), with short sequences and a fixed seed; the
+    # synthetic worlds are small, so the evidence floor is lowered to fit them.
+    return dataclasses.replace(settings, max_sequence_length=20, seed=7, min_eval_examples=20)
 
 
 @pytest.fixture

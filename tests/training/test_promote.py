@@ -73,7 +73,8 @@ def test_first_candidate_is_logged_registered_and_promoted(ring_two_nights, synt
     decision = decide_promotion(settings, synth.DAY1, candidate, gate_passed=True)
     assert decision.promote, decision.checks
     assert _checks(decision) == {"quality_gate_passed": True, "metrics_finite": True,
-                                 "non_empty_outputs": True, "beats_popularity": True,
+                                 "non_empty_outputs": True, "enough_evaluation_examples": True,
+                                 "beats_popularity": True,
                                  "within_tolerance_of_champion": True, "coverage_floor": True,
                                  "serves_in_api_path": True}
     assert decision.champion_version is None
