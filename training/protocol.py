@@ -16,8 +16,8 @@ Two protocols, both full-catalog next-item ranking (:mod:`training.evaluate`):
 ``auto`` picks from measured facts of the log (:class:`LogFacts`): the user-level protocol when
 at least ``MIN_RETURNING_SHARE`` of users are active on more than one day and users average at
 least ``MIN_SESSIONS_PER_USER`` sessions, the session protocol otherwise. Window lengths default
-to one day each, shrunk to a fifth of the log's span for a log shorter than five days (a one-day
-log still gets a training period and two windows).
+to one day each, shrunk to a quarter of the log's span for a log shorter than four days (a
+one-day log still gets a training period and two windows).
 
 Seen items: on the validation examples the share of next items already in the input is measured
 (:func:`training.evaluate.repeat_share`); with ``exclude_seen=auto`` a share of at least
@@ -53,7 +53,7 @@ from training.evaluate import repeat_share
 PROTOCOLS = ("user_temporal", "session")
 MIN_RETURNING_SHARE = 0.2
 MIN_SESSIONS_PER_USER = 1.5
-SHORT_LOG_DAYS = 5.0
+SHORT_LOG_DAYS = 4.0  # under this span, windows shrink so training keeps half of the log
 
 
 class NotEnoughData(UserError, ValueError):

@@ -54,10 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"arrival days written ({len(days)}): {' '.join(days)}", file=sys.stderr)
     if summary["removed_stale_days"]:
         print(f"stale {args.format} files removed from: {' '.join(summary['removed_stale_days'])}", file=sys.stderr)
-    # Days in date order: ingestion drops cross-day duplicates only when earlier days come first.
-    print("ingest them in this order, e.g.: "
-          + "; ".join(f"python -m ingest.ingest_day --date {day}" for day in days[:3])
-          + ("; ..." if len(days) > 3 else ""), file=sys.stderr)
+    # One range, in date order (ingestion drops cross-day duplicates only when earlier days come
+    # first); the days between without a folder are skipped and listed.
+    if days:
+        print(f"next: python -m ingest.ingest_day --date {days[0]} --to {days[-1]}, then "
+              f"python -m pipeline.run_dag --date {days[-1]} (README: Bring your own log)", file=sys.stderr)
     return 0
 
 
