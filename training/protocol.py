@@ -261,8 +261,9 @@ def load_split(settings: Settings, as_of: date | str | None = None, *, protocol:
     given; ``None`` = the settings), the seen-item rule resolved on its validation window."""
     try:
         sessions = load_sessions(settings, as_of=as_of)
-    except FileNotFoundError as exc:
-        raise NotEnoughData(str(exc), fix="ingest the log and build the sessions first") from None
+    except FileNotFoundError:
+        raise NotEnoughData(f"no warehouse at {settings.warehouse_path}",
+                            fix="ingest the log and build the sessions (dbt) first") from None
     if not sessions:
         raise NotEnoughData(f"no events in the warehouse up to {as_of}" if as_of else "the warehouse has no events",
                             fix="pick a date on or after the log's first day, or ingest the log first")

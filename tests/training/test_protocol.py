@@ -173,3 +173,16 @@ def test_promotion_refuses_a_decision_on_too_few_test_examples(settings):
     assert not decision.promote and not check["passed"]
     assert check["detail"].startswith("not enough evidence to promote: 4 test examples")
 
+
+
+def test_the_training_cli_says_a_user_error_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = os.environ | {"RECSYS_HOME": str(tmp_path / "empty")}
+    done = subprocess.run([sys.executable, "-m", "training.train", "--date", "2026-11-07", "--model", "auto"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: no warehouse at ") and "Traceback" not in done.stderr
