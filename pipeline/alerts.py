@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import UserError
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,10 @@ def alert_record(context: Any) -> dict[str, Any]:
     ti = context.get("ti") or context.get("task_instance")
     dag_run = context.get("dag_run")
     exception = context.get("exception")
+    # A UserError reaches Airflow wrapped in AirflowFailException (no retries, see
+    # logging_setup.task_stage_logs): the alert names what the user has to fix.
+    cause = getattr(exception, "__cause__", None)
+    shown = cause if isinstance(cause, UserError) else exception
     params = context.get("params") or {}
     run_date = None
     try:
@@ -49,8 +54,9 @@ def alert_record(context: Any) -> dict[str, Any]:
         "run_id": context.get("run_id") or getattr(dag_run, "run_id", None),
         "try_number": getattr(ti, "try_number", None),
         "date": str(run_date) if run_date else None,
-        "exception_type": type(exception).__name__ if exception is not None else None,
-        "exception": str(exception) if exception is not None else None,
+        "exception_type": type(shown).__name__ if shown is not None else None,
+        "exception": str(shown) if shown is not None else None,
+        "user_error": isinstance(shown, UserError),
         "traceback": "".join(traceback.format_exception(exception))[-4000:]
         if isinstance(exception, BaseException) else None,
         "log_url": getattr(ti, "log_url", None),

@@ -69,7 +69,9 @@ def test_a_failed_run_exits_non_zero_with_task_alert_and_log(tmp_path: Path) -> 
     alerts = home / "alerts" / f"{RUN_DATE}.jsonl"
     (record,) = [json.loads(line) for line in alerts.read_text().splitlines()]
     assert record["run_id"] == result["run_id"] and record["task_id"] == "ingest_events"
-    assert record["exception_type"] == "MissingArrivalDay"
+    assert record["exception_type"] == "MissingArrivalDay" and record["user_error"] is True
+    # A user error is not retried: the I/O retries of ingest_events would only repeat it.
+    assert record["try_number"] == 1
     assert result["alerts"] == [{k: v for k, v in record.items() if k != "traceback"}]
 
     missing = str(home / "raw" / RUN_DATE.isoformat())
