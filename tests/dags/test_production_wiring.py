@@ -64,7 +64,7 @@ def test_alert_callback_writes_a_json_line(tmp_path, monkeypatch):
     assert record | {"alerted_at": None, "traceback": None} == {
         "alerted_at": None, "dag_id": "nightly_recsys", "task_id": "check_quality", "run_id": "manual__1",
         "try_number": 1, "date": "2026-11-21", "exception_type": "RuntimeError", "exception": "boom",
-        "traceback": None, "log_url": "http://x/log"}
+        "user_error": False, "traceback": None, "log_url": "http://x/log"}
     assert "boom" in record["traceback"]
 
 
