@@ -87,7 +87,10 @@ def print_run(settings: Settings, result: dict[str, Any]) -> None:
     if decision_path.exists() and result["tasks"].get("promote_candidate") == "success":
         decision = json.loads(decision_path.read_text())
         metrics = decision["metrics"]
-        print("held-out window (full-catalog ranking, seen items excluded):")
+        split = decision.get("split") or {}
+        print(f"evaluation: {split.get('protocol')} protocol ({split.get('protocol_reason')}); seen items "
+              f"{'excluded' if split.get('exclude_seen', True) else 'rankable'} ({split.get('exclude_seen_reason')})")
+        print(f"held-out window (full-catalog ranking), candidate {decision.get('candidate_model_name')}:")
         for name in ("candidate", "champion_rescored", "popularity"):
             if metrics.get(name):
                 m = metrics[name]
