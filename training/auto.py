@@ -38,7 +38,7 @@ def select_on_validation(
 ) -> tuple[Any, list[dict[str, Any]]]:
     """Train each model with ``train_one(name, checkpoint_path)``; return the best result by
     validation ``metric`` and one row per model (its validation and test figures or its error)."""
-    best = None
+    best, best_score = None, float("-inf")
     rows: list[dict[str, Any]] = []
     for name in names:
         try:
@@ -52,8 +52,8 @@ def select_on_validation(
                      f"test_{metric}": float(result.test_metrics.get(metric, float("nan"))),
                      "train_seconds": round(result.train_seconds, 2)})
         log.info("auto: %s val_%s=%.4f", name, metric, score)
-        if best is None or score > float(best.val_metrics.get(metric, float("-inf"))):
-            best = result
+        if best is None or score > best_score:
+            best, best_score = result, score
     if best is None:
         raise ValueError("auto: no model could be trained on this split: "
                          + "; ".join(f"{r['model']}: {r['error']}" for r in rows))

@@ -99,9 +99,7 @@ class Recommender:
                 x[r, width - len(encoded[i]):] = torch.tensor(encoded[i], dtype=torch.long)
             scores = self.score(x).double().cpu()  # [B, N + 1]
             scores[:, 0] = float("-inf")
-            for r, i in enumerate(rows):
-                if not self.exclude_seen:
-                    continue
+            for r, i in enumerate(rows if self.exclude_seen else ()):
                 seen = [self.vocab.index(item) for item in set(histories[i]) if item in self.vocab]
                 if seen:
                     scores[r, torch.tensor(seen, dtype=torch.long)] = float("-inf")

@@ -239,10 +239,6 @@ def _loss_kind(train_config: TrainConfig, model_config: Any) -> str:
     return train_config.loss or getattr(model_config, "loss", None) or "full"
 
 
-def _exclude_seen(split: Split) -> bool:
-    return bool(getattr(split, "exclude_seen", True))
-
-
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
@@ -396,7 +392,7 @@ def _train(
         model.eval()
         return evaluate_examples(
             _scorer(model), split.val_examples, split.vocab, split.max_len, device=device,
-            batch_size=tc.eval_batch_size, exclude_seen=_exclude_seen(split),
+            batch_size=tc.eval_batch_size, exclude_seen=split.exclude_seen,
         )
 
     history: list[dict[str, float]] = []
@@ -588,7 +584,7 @@ def _train(
         scored = evaluate_examples(
             _scorer(model), split.test_examples, split.vocab, split.max_len, device=device,
             batch_size=tc.eval_batch_size, item_counts=split.train_item_counts,
-            exclude_seen=_exclude_seen(split),
+            exclude_seen=split.exclude_seen,
         )
         extra = {k: v for k, v in scored.items() if k.startswith("popularity_bias_at_")}
         test = {k: v for k, v in scored.items() if k not in extra}
