@@ -25,8 +25,13 @@ Processes one **arrival day** of raw interaction logs (by default yesterday's, o
 1. `ingest_events` — Spark reads `raw/<date>/`, writes valid events to the Parquet lake by event
    date, rejected rows with a reason to the quarantine, and a reconciliation record.
 2. `build_sessions` — `dbt build`: staging, sessionization, session tables, sequences, features.
+   Arrival days the gate rejected are left out (`$RECSYS_HOME/quality/admission.jsonl`).
 3. `check_quality` — Great Expectations suites; a failed critical expectation **fails the task**
-   and nothing downstream runs (Data Docs under `$RECSYS_HOME/gx`).
+   and nothing downstream runs (Data Docs under `$RECSYS_HOME/gx`). The day is recorded as
+   **rejected** and the session tables are rebuilt without it first, so no later night trains on
+   it either, until a person re-admits it: `python -m quality.admission readmit <date> --reason
+   "..."` (the next build brings it back), or trigger this DAG for that date with the Param
+   `readmit` (and `readmit_reason`): its gate then reports the day's failures as warnings.
 4. `materialize_features` — Feast export + apply + materialize the run's interval to the online store.
 5. `train_candidate` — PyTorch model + popularity baseline, logged and registered in MLflow;
    `model=auto` (the schedule's default) trains several and keeps the best on validation, under
@@ -41,7 +46,8 @@ Processes one **arrival day** of raw interaction logs (by default yesterday's, o
    path is the task's XCom `report_path` and the last line of its log.
 
 **Assets** (data-aware scheduling): `ingest_events` updates `recsys_lake_events`,
-`build_sessions` `recsys_session_tables`, `materialize_features` `recsys_online_features`.
+`check_quality` `recsys_session_tables` (once the gate passed on them), `materialize_features`
+`recsys_online_features`.
 **Alerts**: a failed task appends a JSON line to `$RECSYS_HOME/alerts/<date>.jsonl`.
 Logs of every stage are structured (`key=value`, or JSON with `RECSYS_LOG_FORMAT=json`) and carry
 `run_id` and `run_date`.
@@ -91,6 +97,16 @@ Logs of every stage are structured (`key=value`, or JSON with `RECSYS_LOG_FORMAT
             20, type="integer", minimum=1, maximum=500, title="Epochs",
             description="Maximum training epochs (early stopping on validation NDCG@10).",
         ),
+        "readmit": Param(
+            False, type="boolean", title="Re-admit the arrival day",
+            description="The quality gate rejected this date before and you checked it: let its rows "
+                        "back into the session tables (recorded with the reason below); its gate then "
+                        "reports the failures as warnings. No effect on a date that is not rejected.",
+        ),
+        "readmit_reason": Param(
+            "", type="string", title="Re-admission reason",
+            description="What was checked (kept in $RECSYS_HOME/quality/admission.jsonl).",
+        ),
     },
 )
 def nightly_recsys():
@@ -117,21 +133,30 @@ def nightly_recsys():
         record_asset_event(LAKE_EVENTS, summary)
         return summary
 
-    @task(retries=1, retry_delay=timedelta(minutes=1), outlets=[SESSION_TABLES])
-    def build_sessions(run_date: str, _ingested: dict) -> dict:
+    @task(retries=1, retry_delay=timedelta(minutes=1))
+    def build_sessions(run_date: str, _ingested: dict, params: dict | None = None) -> dict:
         from pipeline import stages
 
+        readmit = {}
+        if params.get("readmit"):
+            dag_run = get_current_context()["dag_run"]
+            who = getattr(dag_run, "triggering_user_name", None) or "unknown user"
+            readmit = {
+                "readmit_reason": params.get("readmit_reason") or f"readmit Param of run {dag_run.run_id}",
+                "readmitted_by": f"{who} (nightly_recsys run {dag_run.run_id}, readmit Param)",
+            }
         with task_stage_logs("build_sessions", run_date):
-            summary = stages.build_sessions(settings(), date.fromisoformat(run_date))
-        record_asset_event(SESSION_TABLES, {"run_date": run_date, **summary})
-        return summary
+            return stages.build_sessions(settings(), date.fromisoformat(run_date), **readmit)
 
-    @task
-    def check_quality(run_date: str, _sessions: dict) -> dict:
+    # The session tables are published (their asset event) only once the gate passed on them.
+    @task(outlets=[SESSION_TABLES])
+    def check_quality(run_date: str, sessions: dict) -> dict:
         from pipeline import stages
 
         with task_stage_logs("check_quality", run_date):
-            return stages.check_quality(settings(), date.fromisoformat(run_date))
+            verdict = stages.check_quality(settings(), date.fromisoformat(run_date))
+        record_asset_event(SESSION_TABLES, {"run_date": run_date, **sessions, "gate_passed": verdict["passed"]})
+        return verdict
 
     @task(retries=2, retry_delay=timedelta(minutes=1), outlets=[ONLINE_FEATURES])
     def materialize_features(run_date: str, _verdict: dict) -> dict:

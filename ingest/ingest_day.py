@@ -4,7 +4,9 @@ Every input line ends up in exactly one place: the events lake (valid, one copy 
 ``event_id``), the quarantine (with a machine-readable reason) or the duplicate count. Lines
 that cannot be read whole (longer than the line limit, the cut-off rest of a truncated gzip
 file) are quarantined too, never skipped. The reconciliation record states the three counts and
-the job refuses to publish anything if they do not add up to the number of input lines.
+the job refuses to publish anything if they do not add up to the number of input lines. Every
+file under the raw folder is read or named in the record as ignored, with its reason
+(``ingest.raw_inventory``).
 
 Publication is atomic for readers (docs/architecture.md, "Lake"): a run writes its arrival day
 into ``lake/_staging/``, counts the written files back, moves the result under
@@ -31,7 +33,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Collection, Iterable, Iterator
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
@@ -43,10 +45,12 @@ from ingest.schema import (
     EMPTY_LINE,
     EVENT_TYPES,
     FUTURE_TIMESTAMP,
+    ID_FIELDS,
     LAKE_EVENT_COLUMNS,
     LAKE_EVENT_SCHEMA,
     LAKE_PARTITION_COLUMNS,
     LINE_TOO_LONG,
+    MAX_ID_LENGTH,
     MAX_LINE_BYTES,
     MAX_RAW_LINE_CHARS,
     RAW_EVENT_FIELDS,
@@ -57,16 +61,17 @@ from ingest.schema import (
     UNKNOWN_EVENT_TYPE,
     UNPARSEABLE,
     bad_type,
+    invalid_id,
     missing_field,
 )
+from ingest.ids import FORBIDDEN_ID_CHARACTERS
 from ingest.line_parser import FUNCTION_NAME, register
+from ingest.raw_inventory import is_gzip, take_inventory
 from ingest.spark import spark_session
 from pipeline.errors import UserError
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
-
-RAW_FILE_SUFFIXES = (".jsonl", ".jsonl.gz")
 
 # Every line is checked by Spark's variant parser (try_parse_json): strict JSON, which is what
 # the format promises, so a client that starts sending single quotes, NaN, comments or unquoted
@@ -144,15 +149,6 @@ class MissingArrivalDay(UserError, FileNotFoundError):
 
 class ReconciliationError(RuntimeError):
     """Input lines and written + quarantined + duplicate rows disagree: rows were lost."""
-
-
-def raw_files(folder: Path) -> list[Path]:
-    """The day's log files, sorted; hidden and temporary files (``.x``, ``_x``) are skipped."""
-    return sorted(
-        path
-        for path in folder.iterdir()
-        if path.is_file() and not path.name.startswith((".", "_")) and path.name.endswith(RAW_FILE_SUFFIXES)
-    )
 
 
 @dataclass(frozen=True)
@@ -250,12 +246,15 @@ def ingest_arrival_day(
     spark: SparkSession | None = None,
     *,
     max_line_bytes: int = MAX_LINE_BYTES,
+    excluded_arrival_dates: Collection[str] = (),
 ) -> dict[str, Any]:
     """Ingest ``settings.raw_dir/<arrival_date>/`` and return its reconciliation record.
 
     Re-running a day replaces exactly what the previous run of that day published. Events whose
     ``event_id`` the lake already holds from an earlier arrival day count as duplicates, so
-    arrival days must be ingested in date order for cross-day duplicates to be dropped. Lines
+    arrival days must be ingested in date order for cross-day duplicates to be dropped; earlier
+    days in ``excluded_arrival_dates`` (rejected by the quality gate, ISO dates) do not count,
+    so a re-send of a rejected day's event is kept instead of lost with that day. Lines
     longer than ``max_line_bytes`` bytes are quarantined as ``line_too_long``. One run per
     arrival day at a time: a run clears the day's staging area, a concurrent run's included.
     """
@@ -264,7 +263,8 @@ def ingest_arrival_day(
     folder = settings.raw_dir / arrival_date.isoformat()
     if not folder.is_dir():
         raise MissingArrivalDay(folder)
-    files = raw_files(folder)
+    inventory = take_inventory(folder)
+    files = inventory.files
     reconciliation_path = settings.reconciliation_dir / f"{arrival_date.isoformat()}.json"
     # A previous run's record must not vouch for a lake this run is about to change: until this
     # run reconciles, the day has no record and the quality gate stops on it.
@@ -278,7 +278,8 @@ def ingest_arrival_day(
     run_dir = staging / run_id
     run_dir.mkdir(parents=True)
 
-    stage = _stage_arrival_day(spark, settings, arrival_date, files, run_dir, max_line_bytes)
+    stage = _stage_arrival_day(spark, settings, arrival_date, files, run_dir, max_line_bytes,
+                               excluded_arrival_dates)
     manifest = {
         "run_id": run_id,
         "arrival_date": arrival_date.isoformat(),
@@ -297,6 +298,9 @@ def ingest_arrival_day(
         "quarantined_rows": stage.quarantined_rows,
         "duplicate_rows": stage.duplicate_rows,
         "quarantine_reasons": stage.quarantine_reasons,
+        "ingested_files": [_source_name(arrival_date, path.name) for path in files],
+        # Files under the raw folder that were not read (the quality gate warns about them).
+        "ignored_files": [item.to_dict() for item in inventory.ignored],
         "event_dates": sorted(stage.event_dates),
         "affected_event_dates": affected,
     }
@@ -324,7 +328,7 @@ class _Staged:
 
 def _stage_arrival_day(
     spark: SparkSession, settings: Settings, arrival_date: date, files: list[Path], run_dir: Path,
-    max_line_bytes: int,
+    max_line_bytes: int, excluded_arrival_dates: Collection[str] = (),
 ) -> _Staged:
     """Write the day's events and quarantine under ``run_dir`` and reconcile them there."""
     classified, reason_counts, valid_dates = _read_and_classify(
@@ -340,7 +344,8 @@ def _stage_arrival_day(
         # date costs the observation a CASE and an update on every row.
         if valid_rows:
             new_events = Observation("new_events")
-            events = _new_events(spark, classified, settings, arrival_date).withColumn(
+            events = _new_events(spark, classified, settings, arrival_date,
+                                 excluded_arrival_dates).withColumn(
                 "_fingerprint", _row_fingerprint())
             # XOR of the rows' hashes: order-independent, and no row cancels itself out, for a
             # date holds one row per event_id. (A sum would need decimals against overflow,
@@ -434,8 +439,14 @@ def _read_and_classify(
     quarantine rows for the rest, and the day is read again with the copy in its place. The
     usual day has no such file and costs one read.
     """
-    salvaged: dict[Path, _Salvage] = {}
     salvage_dir = run_dir / "raw"
+    # Hadoop picks its codec by a case-sensitive suffix: a gzip file named ``.GZ`` would be
+    # read as plain bytes. Such (rare) files are decompressed by the salvage from the start.
+    salvaged: dict[Path, _Salvage] = {
+        path: _salvage(path, salvage_dir, max_line_bytes)
+        for path in files
+        if is_gzip(path) and not path.name.endswith(".gz") and path.stat().st_size > 0
+    }
     parser = register(spark, settings)
     while True:
         lines = _read_lines(spark, files, salvaged, arrival_date, max_line_bytes)
@@ -454,7 +465,7 @@ def _read_and_classify(
             # compressed files are checked directly instead, and the error stands if none is damaged.
             damaged = {}
             for path in files:
-                if path in salvaged or not path.name.endswith(".gz") or path.stat().st_size == 0:
+                if path in salvaged or not is_gzip(path) or path.stat().st_size == 0:
                     continue
                 salvage = _salvage(path, salvage_dir, max_line_bytes)
                 if salvage.damage:
@@ -506,7 +517,7 @@ def _source_name(arrival_date: date, name: str) -> str:
 
 def _fully_read(path: Path, lines: int, line_bytes: int) -> bool:
     """Whether ``lines`` lines of ``line_bytes`` bytes (line ends excluded) are all of ``path``."""
-    if not path.name.endswith(".gz"):
+    if not is_gzip(path):
         return _plain_file_fully_read(path, lines, line_bytes)
     size = path.stat().st_size
     if size < GZIP_MIN_BYTES:
@@ -603,7 +614,7 @@ def _salvage(path: Path, folder: Path, max_line_bytes: int) -> _Salvage:
                 sink.write(content + b"\n")
 
     with open(path, "rb") as source, open(salvage.copy, "wb") as sink:
-        chunks = _gunzip_chunks(source) if path.name.endswith(".gz") else iter(
+        chunks = _gunzip_chunks(source) if is_gzip(path) else iter(
             lambda: source.read(SALVAGE_CHUNK_BYTES), b"")
         try:
             for chunk in chunks:
@@ -857,6 +868,14 @@ def _reason(
         reason = reason.when(missing, F.lit(missing_field(name)))
     for name in RAW_EVENT_FIELDS:
         reason = reason.when(wrong_type[name], F.lit(bad_type(name)))
+    for name in ID_FIELDS:
+        # An id the serving API cannot be asked about (ingest.ids). A blank session id is no
+        # session id (see _classify), not a bad one.
+        bad_id = present[name] & (
+            (F.length(values[name]) > MAX_ID_LENGTH) | values[name].rlike(FORBIDDEN_ID_CHARACTERS))
+        if name == "session_id":
+            bad_id = bad_id & ~values[name].rlike(BLANK_PATTERN)
+        reason = reason.when(bad_id, F.lit(invalid_id(name)))
     return (
         reason.when(~values["event_type"].isin(*EVENT_TYPES), F.lit(UNKNOWN_EVENT_TYPE))
         .when(event_time > F.lit(latest), F.lit(FUTURE_TIMESTAMP))
@@ -864,8 +883,10 @@ def _reason(
     )
 
 
-def _new_events(spark: SparkSession, classified: DataFrame, settings: Settings, arrival_date: date) -> DataFrame:
-    """Valid events, one per ``event_id``, minus those the lake has from earlier arrival days."""
+def _new_events(spark: SparkSession, classified: DataFrame, settings: Settings, arrival_date: date,
+                excluded_arrival_dates: Collection[str] = ()) -> DataFrame:
+    """Valid events, one per ``event_id``, minus those the lake has from earlier arrival days
+    (the excluded ones aside)."""
     valid = classified.where(F.col("reason").isNull())
     # Deterministic choice among copies of one event_id, so re-runs keep the same row: the
     # earliest, ties broken by the other lake columns. Copies equal in all of them are the same
@@ -878,6 +899,7 @@ def _new_events(spark: SparkSession, classified: DataFrame, settings: Settings, 
             spark.read.schema(LAKE_EVENT_SCHEMA)
             .parquet(str(settings.events_dir))
             .where(F.col("arrival_date") < F.lit(arrival_date))
+            .where(~F.col("arrival_date").isin([date.fromisoformat(d) for d in excluded_arrival_dates]))
             .select("event_id")
         )
         events = events.join(earlier_ids, on="event_id", how="left_anti")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from pyspark.sql.types import DateType, StringType, StructField, StructType, TimestampType
 
+from ingest.ids import ID_FIELDS, MAX_ID_LENGTH, invalid_id
 from pipeline.settings import EVENT_TYPES
 
 __all__ = [
     "EVENT_TYPES",
+    "ID_FIELDS",
     "LAKE_EVENT_COLUMNS",
     "LAKE_EVENT_SCHEMA",
     "LAKE_PARTITION_COLUMNS",
+    "MAX_ID_LENGTH",
     "MAX_LINE_BYTES",
     "MAX_RAW_LINE_CHARS",
     "OPTIONAL_FIELDS",
@@ -28,6 +31,7 @@ __all__ = [
     "TRUNCATED_FILE",
     "CORRUPT_FILE",
     "bad_type",
+    "invalid_id",
     "missing_field",
 ]
 

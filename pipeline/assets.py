@@ -7,15 +7,15 @@ lives follows ``Settings`` (``$RECSYS_HOME``), which differs between the embedde
 containers, so it is not baked into the URI.
 
     lake_events ──▶ session_tables ──▶ online_features
-    (ingest_events)  (build_sessions)   (materialize_features)
-    backfill_recsys updates the first two as well.
+    (ingest_events)  (check_quality)    (materialize_features)
+    backfill_recsys updates the first two as well (from its build_sessions: it has no gate).
 
-No DAG of this repository is scheduled on them yet, on purpose: the nightly DAG already runs
-ingestion -> sessions -> gate -> features in one run, and a "refresh features" DAG scheduled on
-``SESSION_TABLES`` would materialize after every nightly ``build_sessions`` *before* the quality
-gate has judged the day (and again after the nightly's own ``materialize_features``). Consumers
-that want the data when it changes (reporting, a downstream team, a post-backfill refresh that
-runs the gate first) declare ``schedule=[SESSION_TABLES]`` or ``schedule=[ONLINE_FEATURES]``.
+The nightly run publishes ``SESSION_TABLES`` from ``check_quality``, once the quality gate has
+passed on the tables ``build_sessions`` built: a day the gate rejects never produces an event
+(its rows are taken out of the tables again; see quality.admission). So a DAG scheduled on
+``SESSION_TABLES`` or ``ONLINE_FEATURES`` (reporting, a downstream team, a refresh of features)
+only ever starts on validated nightly tables. No DAG of this repository is scheduled on them
+yet: the nightly DAG already runs ingestion -> sessions -> gate -> features in one run.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ environment (see :mod:`pipeline.airflow_env`; run ``airflow db migrate`` first).
 
     python -m pipeline.run_dag --date 2026-11-20                  # model=auto, protocol from the log
     python -m pipeline.run_dag --date 2026-11-20 --model sasrec --epochs 20 --protocol session
+    python -m pipeline.run_dag --date 2026-11-20 --readmit "duplicates were a client retry; checked"
 
 Everything the run prints (Airflow's and every task's log lines) is also written to a log file,
 ``$RECSYS_HOME/logs/run_dag/<dag>_<date>_<started>.log`` (``--log`` to choose). Exit status 0
@@ -50,7 +51,8 @@ def run_nightly(run_date: date, model: str = "auto", epochs: int = 20, **params:
     dag = dagbag.dags[DAG_ID]
     try:
         # Every Param explicitly: dag.test() in one process keeps a Param an earlier run's conf set.
-        conf = {"protocol": "settings", "test_days": 0, "val_days": 0, "exclude_seen": "settings"}
+        conf = {"protocol": "settings", "test_days": 0, "val_days": 0, "exclude_seen": "settings",
+                "readmit": False, "readmit_reason": ""}
         conf |= {k: v for k, v in params.items() if v is not None}
         dag_run = dag.test(run_conf=conf | {"date": run_date.isoformat(), "model": model, "epochs": epochs})
     except Exception as exc:
@@ -189,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-days", type=float, help="test window in days (default: from the settings/log)")
     parser.add_argument("--val-days", type=float, help="validation window in days")
     parser.add_argument("--exclude-seen", choices=("auto", "true", "false"), help="seen-item rule")
+    parser.add_argument("--readmit", metavar="REASON", default=None,
+                        help="re-admit the date, rejected by an earlier quality gate, for this reason "
+                             "(the DAG's readmit Param; recorded)")
     parser.add_argument("--log", type=Path, default=None,
                         help="also write the run's output here (default: $RECSYS_HOME/logs/run_dag/...)")
     add_debug_flag(parser)
@@ -197,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         log_path = args.log or default_log_path(Settings.from_env(), args.date)
         with tee_output(log_path):
             result = run_nightly(args.date, args.model, args.epochs, protocol=args.protocol,
-                                 test_days=args.test_days, val_days=args.val_days, exclude_seen=args.exclude_seen)
+                                 test_days=args.test_days, val_days=args.val_days, exclude_seen=args.exclude_seen,
+                                 readmit=True if args.readmit else None, readmit_reason=args.readmit)
             # py4j says goodbye at interpreter exit, after the result line otherwise.
             logging.getLogger("py4j").setLevel(logging.WARNING)
         result["log_path"] = str(log_path)

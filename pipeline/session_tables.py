@@ -12,6 +12,11 @@ arrival day), from each such user's whole history, so late events and sessions c
 midnight never leave fragments: any sequence of incremental runs gives the tables a full
 refresh gives. :func:`build_pending_session_tables` works out those dates itself from the
 reconciliation records no build has consumed yet (a full refresh when it cannot tell).
+
+Rejected arrival days (``quality.admission``): their rows are left out by the staging model
+(var ``excluded_arrival_dates``). The build record keeps the list each build used; a build whose
+list differs (a day rejected or re-admitted since) is a full refresh: rare, and unlike a per-date
+rebuild it stays exact when the day's events were also re-sent on other days.
 """
 
 from __future__ import annotations
@@ -55,15 +60,29 @@ def dbt_env(settings: Settings) -> dict[str, str]:
 
 
 def dbt_vars(
-    settings: Settings, affected_event_dates: Iterable[date | str] | None = None
+    settings: Settings,
+    affected_event_dates: Iterable[date | str] | None = None,
+    excluded_arrival_dates: Iterable[date | str] | None = None,
 ) -> dict[str, Any]:
-    """The project vars taken from Settings, so dbt and the Python stages agree on them."""
+    """The project vars taken from Settings, so dbt and the Python stages agree on them.
+
+    ``excluded_arrival_dates``: the rejected days to leave out; ``None`` reads them from the
+    admission record. Only a non-empty list is passed, so a build record from before there were
+    rejections still matches.
+    """
     values: dict[str, Any] = {
         "session_gap_minutes": settings.session_gap_minutes,
         "max_sequence_length": settings.max_sequence_length,
     }
     if affected_event_dates is not None:
         values["affected_event_dates"] = _iso_dates(affected_event_dates)
+    if excluded_arrival_dates is None:
+        from quality.admission import excluded_arrival_dates as recorded_exclusions
+
+        excluded_arrival_dates = recorded_exclusions(settings)
+    excluded = _iso_dates(excluded_arrival_dates)
+    if excluded:
+        values["excluded_arrival_dates"] = excluded
     return values
 
 
@@ -80,13 +99,15 @@ def build_session_tables(
     affected_event_dates: Iterable[date | str] | None = None,
     *,
     run_tests: bool = True,
+    excluded_arrival_dates: Iterable[date | str] | None = None,
 ) -> dict[str, Any]:
     """Run ``dbt build`` (``dbt run`` with ``run_tests=False``) and summarise it.
 
     ``affected_event_dates`` given (and ``full_refresh`` not): an incremental run that rebuilds
     the users with events on those dates, whole; an empty list rebuilds nobody. Otherwise every
     model is rebuilt from the whole lake (``--full-refresh``), which is also what happens to an
-    incremental model that does not exist yet.
+    incremental model that does not exist yet. Rows of ``excluded_arrival_dates`` (``None``: the
+    admission record's rejected days) are left out.
 
     Returns ``{"models": n, "tests_passed": n, "tests_failed": n, "rows": {model: count},
     "mode": "full_refresh" | "incremental", "affected_event_dates": [...] | None}``, where tests
@@ -97,7 +118,7 @@ def build_session_tables(
     incremental = affected_event_dates is not None and not full_refresh
     dates = _iso_dates(affected_event_dates) if incremental else None
     args = ["build" if run_tests else "run",
-            *_common_args(settings, settings.home / "dbt_target", dates)]
+            *_common_args(settings, settings.home / "dbt_target", dates, excluded_arrival_dates)]
     if select:
         args += ["--select", select]
     if not incremental:
@@ -149,11 +170,14 @@ def _reconciliation_fingerprints(settings: Settings) -> dict[str, dict[str, Any]
     return found
 
 
-def pending_affected_event_dates(settings: Settings) -> list[str] | None:
+def pending_affected_event_dates(
+    settings: Settings, excluded_arrival_dates: Iterable[date | str] | None = None
+) -> list[str] | None:
     """Event dates the warehouse has not caught up with, or ``None`` when a full refresh is due.
 
     ``None`` when there is no warehouse, no record of a previous build, the target is Spark, or
-    the session gap / K changed since the last build. Otherwise the union of the
+    the session gap / K or the excluded arrival days (``None``: as recorded now) changed since
+    the last build. Otherwise the union of the
     ``affected_event_dates`` of every reconciliation record that is new or changed since the
     last successful build (an arrival day re-ingested counts again).
     """
@@ -164,7 +188,8 @@ def pending_affected_event_dates(settings: Settings) -> list[str] | None:
         state = json.loads(state_path.read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    if state.get("vars") != dbt_vars(settings) or state.get("warehouse") != str(settings.warehouse_path):
+    expected = dbt_vars(settings, excluded_arrival_dates=excluded_arrival_dates)
+    if state.get("vars") != expected or state.get("warehouse") != str(settings.warehouse_path):
         return None
     consumed = state.get("reconciliations", {})
     pending: set[str] = set()
@@ -178,17 +203,23 @@ def build_pending_session_tables(settings: Settings, *, full_refresh: bool = Fal
     """Bring the session tables up to date with the lake: incremental when it can be.
 
     Rebuilds the users of :func:`pending_affected_event_dates` (a full refresh when that is
-    ``None`` or ``full_refresh``), then records the reconciliation records it consumed. The
-    records are read before dbt starts, so a day ingested during the build is caught next time.
+    ``None`` or ``full_refresh``), then records the reconciliation records it consumed and the
+    excluded arrival days it left out. Both are read before dbt starts, so a day ingested or
+    rejected during the build is caught next time.
     """
+    from quality.admission import excluded_arrival_dates
+
     snapshot = _reconciliation_fingerprints(settings)
-    dates = None if full_refresh else pending_affected_event_dates(settings)
-    summary = build_session_tables(settings, full_refresh=dates is None, affected_event_dates=dates)
+    excluded = excluded_arrival_dates(settings)
+    dates = None if full_refresh else pending_affected_event_dates(settings, excluded)
+    summary = build_session_tables(settings, full_refresh=dates is None, affected_event_dates=dates,
+                                   excluded_arrival_dates=excluded)
+    summary["excluded_arrival_dates"] = excluded
     state_path = _state_path(settings)
     state_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = state_path.with_name(f".{_STATE_FILE}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({
-        "vars": dbt_vars(settings),
+        "vars": dbt_vars(settings, excluded_arrival_dates=excluded),
         "warehouse": str(settings.warehouse_path),
         "reconciliations": snapshot,
     }, indent=2, sort_keys=True), encoding="utf-8")
@@ -206,7 +237,10 @@ def generate_docs(settings: Settings) -> Path:
 
 
 def _common_args(
-    settings: Settings, target_path: Path, affected_event_dates: list[str] | None = None
+    settings: Settings,
+    target_path: Path,
+    affected_event_dates: list[str] | None = None,
+    excluded_arrival_dates: Iterable[date | str] | None = None,
 ) -> list[str]:
     return [
         "--project-dir", str(DBT_PROJECT_DIR),
@@ -214,7 +248,7 @@ def _common_args(
         "--target", settings.dbt_target,
         "--target-path", str(target_path),
         "--log-path", str(settings.home / "dbt_logs"),
-        "--vars", json.dumps(dbt_vars(settings, affected_event_dates)),
+        "--vars", json.dumps(dbt_vars(settings, affected_event_dates, excluded_arrival_dates)),
         "--no-send-anonymous-usage-stats",
         "--no-use-colors",
     ]

@@ -36,8 +36,10 @@ def ingest_events(settings: Settings, run_date: date) -> dict[str, Any]:
     """Spark: the arrival day's raw logs -> lake partitions, quarantine and a reconciliation."""
     from ingest.ingest_day import ingest_arrival_day
     from ingest.spark import spark_session
+    from quality.admission import excluded_arrival_dates
 
-    reconciliation = ingest_arrival_day(settings, run_date, spark=spark_session(settings))
+    reconciliation = ingest_arrival_day(settings, run_date, spark=spark_session(settings),
+                                        excluded_arrival_dates=excluded_arrival_dates(settings))
     log.info("ingested %s: %s", run_date, reconciliation)
     return reconciliation
 
@@ -53,12 +55,14 @@ def ingest_events_range(settings: Settings, first: date, last: date, strict: boo
     """
     from ingest.ingest_day import ingest_arrival_day, plan_arrival_days, skipped_days_line
     from ingest.spark import spark_session
+    from quality.admission import excluded_arrival_dates
 
     plan = plan_arrival_days(settings, first, last, strict=strict)
     spark = spark_session(settings)
+    excluded = excluded_arrival_dates(settings)
     records = []
     for day in plan.days:
-        records.append(ingest_arrival_day(settings, day, spark=spark))
+        records.append(ingest_arrival_day(settings, day, spark=spark, excluded_arrival_dates=excluded))
         log.info("ingested %s: %s", day, records[-1])
     log.info("%s", skipped_days_line(plan, len(records)))
     return {
@@ -73,27 +77,45 @@ def ingest_events_range(settings: Settings, first: date, last: date, strict: boo
     }
 
 
-def build_sessions(settings: Settings, run_date: date, full_refresh: bool = False) -> dict[str, Any]:
+def build_sessions(
+    settings: Settings, run_date: date, full_refresh: bool = False, *,
+    readmit_reason: str | None = None, readmitted_by: str = "nightly_recsys readmit Param",
+) -> dict[str, Any]:
     """dbt: lake -> staging -> sessionized events -> session tables, sequences, feature tables.
 
     Incremental: rebuilds the users with events on the ``affected_event_dates`` of every
     reconciliation record no build has consumed yet (the run's arrival day, a backfill's whole
     range, a re-ingested day), from their whole history; a full refresh when there is no
-    warehouse or build record yet, the session settings changed, or ``full_refresh``.
+    warehouse or build record yet, the session settings or the rejected days changed, or
+    ``full_refresh``. Rows of arrival days the gate rejected are left out (quality.admission);
+    ``readmit_reason`` first re-admits ``run_date`` when it is one of them (recorded).
     """
     from pipeline.session_tables import build_pending_session_tables
 
+    if readmit_reason:
+        from quality.admission import excluded_arrival_dates, readmit
+
+        if run_date.isoformat() in excluded_arrival_dates(settings):
+            readmit(settings, run_date, readmit_reason, by=readmitted_by)
+        else:
+            log.info("readmit asked for %s, which is not excluded: nothing to re-admit", run_date)
     summary = build_pending_session_tables(settings, full_refresh=full_refresh)
     log.info("session tables for %s: %s", run_date, summary)
     return summary
 
 
 def check_quality(settings: Settings, run_date: date) -> dict[str, Any]:
-    """Great Expectations: validate the day's events and the session tables; raise to stop."""
-    from quality.gate import enforce, run_quality_gate
+    """Great Expectations: validate the day's events and the session tables; raise to stop.
+
+    A failed gate records the day as rejected and rebuilds the session tables without it before
+    raising QualityGateFailed, so neither tonight's nor a later night's features and training
+    see its rows until a person re-admits it (``python -m quality.admission readmit``).
+    """
+    from quality.admission import enforce_admission
+    from quality.gate import run_quality_gate
 
     verdict = run_quality_gate(settings, run_date)
-    enforce(verdict)  # raises QualityGateFailed: nothing downstream runs
+    enforce_admission(settings, verdict)  # raises: nothing downstream runs
     return dataclasses.asdict(verdict) | {"run_date": run_date.isoformat()}
 
 
@@ -199,11 +221,13 @@ def precompute_recommendations(settings: Settings, run_date: date | None = None)
     return summary | ({"run_date": run_date.isoformat()} if run_date else {})
 
 
-def rollback_champion(settings: Settings, version: int | str | None = None, reason: str = "") -> dict[str, Any]:
+def rollback_champion(settings: Settings, version: int | str | None = None, reason: str = "",
+                      force: bool = False) -> dict[str, Any]:
     """MLflow registry: move the champion alias to ``version`` (None: the previous champion).
 
-    Raises (after recording why) when the version does not exist or cannot serve.
+    Raises (after recording why) when the version does not exist, cannot serve, or has no
+    passing decision record and ``force`` is not set (a forced rollback is recorded as such).
     """
     from training.rollback import rollback
 
-    return rollback(settings, version, to_previous=version is None, reason=reason)
+    return rollback(settings, version, to_previous=version is None, reason=reason, force=force)

@@ -3,7 +3,9 @@ with Great Expectations, keeps results and Data Docs in ``settings.gx_dir`` and 
 to ``settings.quality_dir/<date>.json``.
 
 The GX Airflow provider marks a task successful even when validation fails, so the DAG calls
-:func:`enforce`, which raises :class:`QualityGateFailed` and stops training and promotion.
+:func:`enforce`, which raises :class:`QualityGateFailed` and stops training and promotion; the
+nightly stage first records the day as rejected and takes its rows out of the session tables
+(:mod:`quality.admission`). A day a person re-admitted passes, its critical failures as warnings.
 
 ``great_expectations`` is imported inside functions (seconds to import; Airflow parses DAG files
 that import this module).
@@ -47,6 +49,9 @@ class GateVerdict:
     suites: dict[str, bool]
     # Filesystem path of the Data Docs site's index.html.
     data_docs_index: str
+    # The person's re-admission (quality.admission event) that turned this day's critical
+    # failures into warnings; None when the checks were judged as they are.
+    readmitted: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -62,6 +67,7 @@ class GateVerdict:
             failed_warnings=list(data["failed_warnings"]),
             suites={str(k): bool(v) for k, v in data["suites"].items()},
             data_docs_index=str(data["data_docs_index"]),
+            readmitted=data.get("readmitted"),
         )
 
 
@@ -152,6 +158,15 @@ def run_quality_gate(settings: Settings, run_date: date) -> GateVerdict:
                 else:
                     failed_warnings.append(message)
 
+    readmitted = _readmission(settings, run_date) if failed_critical else None
+    if readmitted is not None:
+        # A person re-admitted this day after seeing its failures: they no longer stop it.
+        log.warning("%s was re-admitted by %s at %s (%s): its %d critical failure(s) count as warnings",
+                    run_date.isoformat(), readmitted["by"], readmitted["at"], readmitted["reason"],
+                    len(failed_critical))
+        failed_warnings = [f"re-admitted: {f}" for f in failed_critical] + failed_warnings
+        failed_critical = []
+
     verdict = GateVerdict(
         run_date=run_date,
         passed=not failed_critical,
@@ -159,6 +174,7 @@ def run_quality_gate(settings: Settings, run_date: date) -> GateVerdict:
         failed_warnings=failed_warnings,
         suites=suite_ok,
         data_docs_index=str(_data_docs_index(context)),
+        readmitted=readmitted,
     )
     _write_verdict(settings, verdict)
     log.info(
@@ -328,6 +344,11 @@ def _reconciliation_frame(settings: Settings, run_date: date) -> "pd.DataFrame":
     # reporting a meaningless division by zero.
     row["quarantine_share"] = counts["quarantined_rows"] / input_rows if input_rows > 0 else 0.0
     row["duplicate_share"] = counts["duplicate_rows"] / input_rows if input_rows > 0 else 0.0
+    # A record written before ingestion listed its ignored files has none to report.
+    ignored = record.get("ignored_files", [])
+    if not isinstance(ignored, list):
+        raise _InputUnavailable(f"reconciliation file {path} has ignored_files that is not a list")
+    row["ignored_files"] = len(ignored)
     return pd.DataFrame([row])
 
 
@@ -437,6 +458,12 @@ def _write_verdict(settings: Settings, verdict: GateVerdict) -> None:
     tmp.write_text(json.dumps(verdict.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     # Readers (the promotion step, a second DAG run) never see a half-written verdict.
     os.replace(tmp, path)
+
+
+def _readmission(settings: Settings, run_date: date) -> dict[str, Any] | None:
+    from quality.admission import readmission
+
+    return readmission(settings, run_date)
 
 
 def _as_date(value: date) -> date:

@@ -32,17 +32,3 @@
         true
     {%- endif -%}
 {%- endmacro %}
-
-
-{#- `column in (date '...', ...)` for var('affected_event_dates'); false for an empty list. -#}
-{% macro event_date_in(column, dates) -%}
-    {%- if dates | length == 0 -%}
-        false
-    {%- else -%}
-        {{ column }} in (
-            {%- for d in dates -%}
-                cast('{{ d }}' as date){{ ", " if not loop.last }}
-            {%- endfor -%}
-        )
-    {%- endif -%}
-{%- endmacro %}

@@ -11,7 +11,9 @@ the reconciliation accounts for it; the importer never decides on its own to dro
 * an event type the format has no mapping for is written as ``<format>:<value>``, which is never
   a canonical type: ``unknown_event_type``;
 * a row that does not even split into fields is written as ``<event_id>\\t<JSON string of the
-  row>``, which is not a JSON object: ``unparseable``.
+  row>``, which is not a JSON object: ``unparseable``;
+* an id the serving API could not be asked about (too long, a control character) is written as
+  it is: ``invalid_id:<name>`` (``ingest.ids``).
 
 The reason strings are those of ``ingest.schema`` (a test checks they agree). They are repeated
 here because ``ingest.schema`` imports pyspark, and the import DAG's parse (which reads the
@@ -29,6 +31,7 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
+from ingest.ids import first_invalid_id
 from pipeline.settings import EVENT_TYPES
 
 UNPARSEABLE = "unparseable"
@@ -254,6 +257,8 @@ def event_line(
     text = f'{{"event_id":{json.dumps(ids.for_record(body))}' + ("}" if body == "{}" else f",{body[1:]}")
     # The id is always there (it is not in ``record``): the first field that can be missing is next.
     reason = next((missing_field(name) for name in REQUIRED_FIELDS if name not in record and name != "event_id"), None)
+    if reason is None:
+        reason = first_invalid_id(record)
     if reason is None and record["event_type"] not in EVENT_TYPES:
         reason = UNKNOWN_EVENT_TYPE
     return CanonicalLine(text, None if time_ms is None else arrival_day(time_ms), reason)

@@ -53,8 +53,11 @@ def test_trigger_form_validates_params(dagbag):
     good["date"], good["model"], good["epochs"] = "2026-11-20", "popularity", 3
     good["protocol"], good["test_days"], good["exclude_seen"] = "session", 0.25, "false"
     assert params["model"] == "auto"  # the scheduled default picks the best model on validation
+    assert params["readmit"] is False  # a rejected day comes back only when a person asks
+    good["readmit"], good["readmit_reason"] = True, "checked the duplicates by hand"
     for key, bad in (("epochs", 0), ("model", "no-such-model"), ("date", "20-11-2026"),
-                     ("protocol", "leave_one_out"), ("test_days", -1), ("exclude_seen", "maybe")):
+                     ("protocol", "leave_one_out"), ("test_days", -1), ("exclude_seen", "maybe"),
+                     ("readmit", "yes")):
         with pytest.raises(ParamValidationError):
             copy.deepcopy(params)[key] = bad
 

@@ -128,6 +128,13 @@ def test_corrupted_day_is_stopped_by_the_gate(nightly):
     assert verdict["passed"] is False and verdict["failed_critical"]
     assert champion_after_bad == champion_after_good
     assert not (settings.decisions_dir / f"{CORRUPT_DAY}.json").exists()
+    # Rejected and taken out of the tables later nights train on, until a person re-admits it.
+    from quality.admission import excluded_arrival_dates
+
+    assert excluded_arrival_dates(settings) == [CORRUPT_DAY.isoformat()]
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        assert con.execute("select count(*) from int_events_sessionized where arrival_date = ?",
+                           [CORRUPT_DAY]).fetchone() == (0,)
 
 
 def test_api_answers_from_the_champion(nightly):

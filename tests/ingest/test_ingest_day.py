@@ -167,6 +167,13 @@ def test_every_line_goes_to_exactly_one_place(spark: SparkSession, settings: Set
         "quarantine_reasons": dict(sorted(expected_reasons.items())),
         "event_dates": event_dates,
         "affected_event_dates": event_dates,  # a first run changes every date it writes
+        "ingested_files": [f"2026-11-05/part-{x}" for x in
+                           ("a.jsonl", "b.jsonl.gz", "c.jsonl", "e.jsonl", "f.jsonl.gz", "g.jsonl")],
+        # Not read, but named with the reason (tests/reliability/test_raw_files.py has the rest).
+        "ignored_files": [
+            {"file": "2026-11-05/.part-d.jsonl", "reason": "hidden or temporary file (name starts with '.' or '_')"},
+            {"file": "2026-11-05/notes.txt", "reason": "not a .jsonl or .jsonl.gz file"},
+        ],
     }
     assert result["input_rows"] == result["written_rows"] + result["quarantined_rows"] + result["duplicate_rows"]
     on_disk = json.loads((settings.reconciliation_dir / "2026-11-05.json").read_text())
@@ -292,6 +299,25 @@ def test_cross_day_duplicates_and_reruns_replace_only_their_own_partitions(
     assert (settings.events_dir / "event_date=2026-11-04" / "arrival_date=2026-11-05").is_dir()
 
 
+@pytest.mark.slow
+def test_a_resend_of_a_rejected_days_event_is_kept_not_dropped_as_a_duplicate(
+    spark: SparkSession, settings: Settings
+) -> None:
+    """A day the quality gate rejected stays in the lake but out of the tables; an event it held
+    that a later day re-sends must not be dropped as a cross-day duplicate of it, or the event
+    is lost for good while the day stays rejected (issue 19)."""
+    first, second = DAY, DAY + timedelta(days=1)
+    write_day(settings, first, {"events.jsonl": [event("a1"), event("a2")]})
+    write_day(settings, second, {"events.jsonl": [event("a1"), event("b1")]})  # a1 re-sent
+    ingest_arrival_day(settings, first, spark)
+
+    result = ingest_arrival_day(settings, second, spark, excluded_arrival_dates=[first.isoformat()])
+
+    assert (result["written_rows"], result["duplicate_rows"]) == (2, 0)
+    second_rows = [row[0] for row in lake_rows(spark, settings) if row[-1] == second]
+    assert sorted(second_rows) == ["a1", "b1"]
+
+
 def test_missing_arrival_folder_raises(settings: Settings) -> None:
     with pytest.raises(MissingArrivalDay) as caught:
         ingest_arrival_day(settings, DAY)
@@ -302,11 +328,13 @@ def test_missing_arrival_folder_raises(settings: Settings) -> None:
 @pytest.mark.slow
 def test_empty_folder_and_empty_files_reconcile_to_zero(spark: SparkSession, settings: Settings) -> None:
     zero = {"arrival_date": "2026-11-05", "input_rows": 0, "written_rows": 0, "quarantined_rows": 0,
-            "duplicate_rows": 0, "quarantine_reasons": {}, "event_dates": [], "affected_event_dates": []}
+            "duplicate_rows": 0, "quarantine_reasons": {}, "event_dates": [], "affected_event_dates": [],
+            "ingested_files": [], "ignored_files": []}
     (settings.raw_dir / "2026-11-05").mkdir(parents=True)
     assert ingest_arrival_day(settings, DAY, spark) == zero
     write_day(settings, DAY, {"a.jsonl": [], "b.jsonl.gz": []})
     (settings.raw_dir / "2026-11-05" / "c.jsonl.gz").write_bytes(b"")
+    zero["ingested_files"] = ["2026-11-05/a.jsonl", "2026-11-05/b.jsonl.gz", "2026-11-05/c.jsonl.gz"]
     assert ingest_arrival_day(settings, DAY, spark) == zero
     assert json.loads((settings.reconciliation_dir / "2026-11-05.json").read_text()) == zero
     assert quarantine(spark, settings, DAY) == []

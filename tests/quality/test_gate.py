@@ -318,7 +318,7 @@ def test_suites_mark_every_expectation_with_a_severity(tmp_path: Path) -> None:
         for e in suites["ingestion_reconciliation"].expectations
         if not e.meta["critical"]
     ]
-    assert warnings == ["duplicate_share"]
+    assert warnings == ["duplicate_share", "ignored_files"]
 
 
 def test_verdict_json_round_trip() -> None:

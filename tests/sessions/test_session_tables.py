@@ -259,7 +259,8 @@ def test_dbt_unit_tests_ran_and_passed(built):
             "events_given_out_of_order_are_sessionized_in_time_order",
             "lone_events_are_one_event_sessions",
             "log_session_ids_take_precedence_over_the_gap",
-            "incremental_run_rebuilds_the_affected_users_from_their_whole_history"} <= set(unit)
+            "incremental_run_rebuilds_the_affected_users_from_their_whole_history",
+            "rejected_arrival_days_are_left_out_before_deduplication"} <= set(unit)
     assert set(unit.values()) == {"pass"}
 
 

@@ -6,7 +6,6 @@
     an affected date is rebuilt too.
 -#}
 {%- set dates = var('affected_event_dates', []) -%}
-{%- if dates is string -%}{%- set dates = fromjson(dates) -%}{%- endif -%}
 {%- set previous = none -%}
 {%- if execute -%}
     {%- set previous = adapter.get_relation(
@@ -19,14 +18,14 @@ with
 current_users as (
     select distinct user_id
     from {{ ref('stg_lake__events') }}
-    where {{ event_date_in('event_date', dates) }}
+    where {{ date_in('event_date', dates) }}
 ),
 
 {% if previous is not none %}
 previous_users as (
     select distinct user_id
     from {{ previous }}
-    where {{ event_date_in('event_date', dates) }}
+    where {{ date_in('event_date', dates) }}
 ),
 {% endif %}
 

@@ -20,6 +20,13 @@ renamed as (
     from source
 ),
 
+admitted as (
+    -- arrival days the quality gate rejected stay out until a person re-admits them
+    -- (quality/admission.py); before deduplication, so a copy re-sent on another day counts
+    select * from renamed
+    where not ({{ date_in('arrival_date', var('excluded_arrival_dates', [])) }})
+),
+
 deduplicated as (
     -- ingestion deduplicates within one arrival day only; a late re-send of an event lands
     -- in a second arrival_date partition, and the first arrival wins
@@ -29,7 +36,7 @@ deduplicated as (
             partition by event_id
             order by arrival_date, event_time
         ) as arrival_rank
-    from renamed
+    from admitted
 ),
 
 final as (
