@@ -48,10 +48,17 @@ class Settings:
     champion_alias: str = "champion"
     device: str = "auto"  # "auto", "cpu", "cuda"
     seed: int = 42
-    # Promotion: the candidate must reach champion * (1 - tolerance) on the primary metric
-    # (0.0: at least as good as the re-scored champion) and this catalog coverage@10.
-    promotion_tolerance: float = 0.0
+    # Promotion: the candidate's catalog coverage@10 must reach this.
     promotion_min_coverage: float = 0.01
+    # Promotion needs a real win over the champion: a relative gain of at least this much on
+    # the primary metric, and a paired test over the test examples (bootstrap of the
+    # per-example differences) that finds the gain above zero at this confidence.
+    promotion_min_gain: float = 0.0
+    promotion_confidence: float = 0.95
+    promotion_bootstrap_samples: int = 2000
+    # Key of the HMAC that signs decision records (serving loads only versions whose signed
+    # record passed). Empty: a random key kept in $RECSYS_HOME/secrets/decision.key (0600).
+    decision_signing_key: str = field(default="", repr=False)
     # Evaluation protocol: "user_temporal" (a user's next item after a global time cut),
     # "session" (every prefix of each session in the last days predicts its next item) or "auto"
     # (chosen from the log: see training.protocol). Window lengths in days; 0 = chosen from the
@@ -81,6 +88,17 @@ class Settings:
     # Bearer token POST /admin/reload requires; empty (the local default) leaves it open. Read
     # from the environment only (RECSYS_ADMIN_TOKEN), never from a file in the repository.
     admin_token: str = field(default="", repr=False)
+    # Bearer token POST /events requires; empty leaves it open on a loopback bind only.
+    events_token: str = field(default="", repr=False)
+    # The address the API binds (uvicorn --host). A non-loopback bind refuses to start unless
+    # both tokens are set.
+    api_host: str = "127.0.0.1"
+    # Every online-store write on the push path is given up after this long (503, not a hang).
+    push_timeout_ms: float = 1000.0
+    # Load shedding: requests in flight beyond this answer 429 with Retry-After; batch forwards
+    # run in a pool of this many threads, off the event loop.
+    serving_max_concurrency: int = 64
+    serving_batch_workers: int = 2
 
     # ---- derived locations (one place, so every stage agrees) ----
     @property
@@ -147,6 +165,17 @@ class Settings:
         return self.home / "decisions"
 
     @property
+    def secrets_dir(self) -> Path:
+        """Generated local secrets (the decision signing key when none is configured)."""
+        return self.home / "secrets"
+
+    @property
+    def last_good_dir(self) -> Path:
+        """Serving's copy of the last version it loaded and verified, used when the champion
+        cannot be loaded at start."""
+        return self.home / "serving" / "last_good"
+
+    @property
     def precomputed_path(self) -> Path:
         """SQLite file of precomputed top-K lists (used when the online store is not Redis)."""
         return self.home / "serving" / "precomputed.sqlite"
@@ -181,7 +210,6 @@ class Settings:
             registered_model_name=_env(env, "RECSYS_REGISTERED_MODEL_NAME", d.registered_model_name),
             device=_env(env, "RECSYS_DEVICE", d.device),
             seed=int(_env(env, "RECSYS_SEED", str(d.seed))),
-            promotion_tolerance=float(_env(env, "RECSYS_PROMOTION_TOLERANCE", str(d.promotion_tolerance))),
             promotion_min_coverage=float(
                 _env(env, "RECSYS_PROMOTION_MIN_COVERAGE", str(d.promotion_min_coverage))
             ),
@@ -195,6 +223,21 @@ class Settings:
                 _env(env, "RECSYS_SERVING_TORCH_THREADS", str(d.serving_torch_threads))
             ),
             admin_token=_env(env, "RECSYS_ADMIN_TOKEN", d.admin_token),
+            events_token=_env(env, "RECSYS_EVENTS_TOKEN", d.events_token),
+            api_host=_env(env, "RECSYS_API_HOST", d.api_host),
+            push_timeout_ms=float(_env(env, "RECSYS_PUSH_TIMEOUT_MS", str(d.push_timeout_ms))),
+            serving_max_concurrency=int(
+                _env(env, "RECSYS_SERVING_MAX_CONCURRENCY", str(d.serving_max_concurrency))
+            ),
+            serving_batch_workers=int(_env(env, "RECSYS_SERVING_BATCH_WORKERS", str(d.serving_batch_workers))),
+            promotion_min_gain=float(_env(env, "RECSYS_PROMOTION_MIN_GAIN", str(d.promotion_min_gain))),
+            promotion_confidence=float(
+                _env(env, "RECSYS_PROMOTION_CONFIDENCE", str(d.promotion_confidence))
+            ),
+            promotion_bootstrap_samples=int(
+                _env(env, "RECSYS_PROMOTION_BOOTSTRAP_SAMPLES", str(d.promotion_bootstrap_samples))
+            ),
+            decision_signing_key=_env(env, "RECSYS_DECISION_SIGNING_KEY", d.decision_signing_key),
             eval_protocol=_env(env, "RECSYS_EVAL_PROTOCOL", d.eval_protocol),
             eval_test_days=float(_env(env, "RECSYS_EVAL_TEST_DAYS", str(d.eval_test_days))),
             eval_val_days=float(_env(env, "RECSYS_EVAL_VAL_DAYS", str(d.eval_val_days))),

@@ -20,6 +20,9 @@ Protocol (the same for every model, so numbers are comparable):
   of the item's training-popularity percentile ``(number of catalog items with a strictly lower
   training count) / N`` (0 = among the least popular, close to 1 = the most popular item). A
   most-popular recommender scores close to 1; a model that recommends the long tail scores lower.
+
+Two models are compared on the same examples through :func:`ndcg_per_example` (each example's
+NDCG@k under the same ranking) and :func:`paired_bootstrap` (an interval for the mean difference).
 """
 
 from __future__ import annotations
@@ -75,6 +78,27 @@ def popularity_percentiles(item_counts: Mapping[int, int] | torch.Tensor, n_item
     return out
 
 
+def _target_ranks(
+    scorer: Scorer, batch_inputs: torch.Tensor, batch_targets: torch.Tensor, n_items: int,
+    device: torch.device, exclude_seen: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One batch scored under the protocol: (masked scores ``[B, N + 1]``, the target's rank
+    ``[B]`` (1 = best, ties against the target), whether the target is rankable ``[B]``)."""
+    scores = scorer(batch_inputs).to(device)  # [B, N + 1]
+    if scores.shape != (batch_inputs.shape[0], n_items + 1):
+        raise ValueError(f"scorer returned {tuple(scores.shape)}, expected [B, {n_items + 1}]")
+    scores = scores.clone()
+    if exclude_seen:
+        # Already-seen items are not candidates (the input's zeros hit column 0).
+        scores.scatter_(1, batch_inputs, float("-inf"))  # [B, N + 1]
+    scores[:, 0] = float("-inf")
+    target_scores = scores.gather(1, batch_targets.clamp(min=0).unsqueeze(1))  # [B, 1]
+    ranks = (scores >= target_scores).sum(dim=1).to(torch.float64)  # [B], 1 = best
+    # Unknown (index 0) and seen targets sit at -inf; a NaN score ranks nowhere either.
+    valid = (batch_targets > 0) & torch.isfinite(target_scores.squeeze(1))  # [B]
+    return scores, ranks, valid
+
+
 @torch.no_grad()
 def evaluate(
     scorer: Scorer,
@@ -117,19 +141,7 @@ def evaluate(
     for start in range(0, len(inputs), batch_size):
         batch_inputs = left_pad(inputs[start:start + batch_size]).to(device)  # [B, L]
         batch_targets = torch.tensor(targets[start:start + batch_size], dtype=torch.long, device=device)  # [B]
-        scores = scorer(batch_inputs).to(device)  # [B, N + 1]
-        if scores.shape != (batch_inputs.shape[0], n_items + 1):
-            raise ValueError(f"scorer returned {tuple(scores.shape)}, expected [B, {n_items + 1}]")
-        scores = scores.clone()
-        if exclude_seen:
-            # Already-seen items are not candidates (the input's zeros hit column 0).
-            scores.scatter_(1, batch_inputs, float("-inf"))  # [B, N + 1]
-        scores[:, 0] = float("-inf")
-
-        target_scores = scores.gather(1, batch_targets.clamp(min=0).unsqueeze(1))  # [B, 1]
-        ranks = (scores >= target_scores).sum(dim=1).to(torch.float64)  # [B], 1 = best
-        # Unknown (index 0) and seen targets sit at -inf; a NaN score ranks nowhere either.
-        valid = (batch_targets > 0) & torch.isfinite(target_scores.squeeze(1))  # [B]
+        scores, ranks, valid = _target_ranks(scorer, batch_inputs, batch_targets, n_items, device, exclude_seen)
         in_top = valid.unsqueeze(1) & (ranks.unsqueeze(1) <= cut)  # [B, C]
         hits += in_top.sum(dim=0)
         gain = (1.0 / torch.log2(ranks + 1.0)).unsqueeze(1)  # [B, 1]
@@ -177,6 +189,77 @@ def evaluate_examples(
     metrics = evaluate(scorer, inputs, targets, vocab.n_items, k=k, batch_size=batch_size, device=device,
                        ks=ks, item_counts=item_counts, exclude_seen=exclude_seen)
     return metrics | {"n_examples": float(len(examples))}
+
+
+@torch.no_grad()
+def ndcg_per_example(
+    scorer: Scorer,
+    inputs: Sequence[Sequence[int]],
+    targets: Sequence[int],
+    n_items: int,
+    k: int = 10,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    exclude_seen: bool = True,
+) -> torch.Tensor:
+    """``[E]`` float64: each example's NDCG@k, in input order, ranked exactly as :func:`evaluate`
+    ranks them (same seen-item rule, same ties), so its mean is ``evaluate``'s ``ndcg_at_k``.
+    The terms a paired comparison of two models on the same examples needs."""
+    if len(inputs) != len(targets):
+        raise ValueError("inputs and targets differ in length")
+    device = torch.device(device)
+    out = torch.zeros(len(inputs), dtype=torch.float64)  # [E]
+    for start in range(0, len(inputs), batch_size):
+        batch_inputs = left_pad(inputs[start:start + batch_size]).to(device)  # [B, L]
+        batch_targets = torch.tensor(targets[start:start + batch_size], dtype=torch.long, device=device)  # [B]
+        _, ranks, valid = _target_ranks(scorer, batch_inputs, batch_targets, n_items, device, exclude_seen)
+        gain = torch.where(valid & (ranks <= k), 1.0 / torch.log2(ranks + 1.0), torch.zeros_like(ranks))  # [B]
+        out[start:start + len(batch_targets)] = gain.cpu()
+    return out
+
+
+def ndcg_per_example_on(
+    scorer: Scorer,
+    examples: Sequence[EvalExample],
+    vocab: ItemVocabulary,
+    max_len: int,
+    k: int = 10,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    exclude_seen: bool = True,
+) -> torch.Tensor:
+    """:func:`ndcg_per_example` on raw examples, encoded with the scorer's own vocabulary."""
+    inputs, targets = encode_examples(examples, vocab, max_len)
+    return ndcg_per_example(scorer, inputs, targets, vocab.n_items, k=k, batch_size=batch_size,
+                            device=device, exclude_seen=exclude_seen)
+
+
+def paired_bootstrap(
+    differences: Sequence[float] | torch.Tensor, samples: int, confidence: float, seed: int = 0,
+) -> tuple[float, float, float]:
+    """(mean, lower, upper): the mean of per-example differences and its two-sided percentile
+    bootstrap interval at ``confidence``, from ``samples`` resamples of the examples drawn with a
+    fixed ``seed`` (the same differences always give the same interval). All-equal differences
+    give a zero-width interval at their value."""
+    diffs = torch.as_tensor(differences, dtype=torch.float64).flatten()  # [E]
+    n = diffs.numel()
+    if n == 0:
+        raise ValueError("no paired examples to compare")
+    if samples < 1:
+        raise ValueError(f"bootstrap samples must be >= 1, got {samples}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    generator = torch.Generator().manual_seed(int(seed))
+    means = torch.empty(samples, dtype=torch.float64)  # [S]
+    # Resampled in chunks: samples * E indices at once would not fit in memory for a big window.
+    chunk = max(1, (1 << 22) // n)
+    for start in range(0, samples, chunk):
+        rows = min(chunk, samples - start)
+        picks = torch.randint(n, (rows, n), generator=generator)  # [rows, E]
+        means[start:start + rows] = diffs[picks].mean(dim=1)
+    alpha = (1.0 - confidence) / 2.0
+    lower, upper = torch.quantile(means, torch.tensor([alpha, 1.0 - alpha], dtype=torch.float64)).tolist()
+    return diffs.mean().item(), lower, upper
 
 
 def repeat_share(examples: Sequence[EvalExample]) -> float:

@@ -96,6 +96,19 @@ def render_model_card(settings: Settings, record: dict[str, Any], revision: str 
               f"| metric | candidate | {champion_label} | popularity |", "|---|---:|---:|---:|"]
     for metric in sorted(set(cand) | set(pop) | set(champ)):
         lines.append(f"| {metric} | {_fmt(cand.get(metric))} | {_fmt(champ.get(metric))} | {_fmt(pop.get(metric))} |")
+    paired = record.get("paired_test") or {}
+    if paired:
+        gain = paired.get("relative_gain")
+        lower, upper = paired.get("interval") or (None, None)
+        lines += ["", "## Against the champion (paired test)", "",
+                  f"- {paired.get('n_paired_examples')} paired test examples, {paired.get('metric')} per example: "
+                  f"candidate {_fmt(paired.get('candidate_mean'))}, champion {_fmt(paired.get('champion_mean'))}",
+                  f"- relative gain: {'n/a' if gain is None else f'{gain:+.2%}'} "
+                  f"(minimum {float(paired.get('min_gain') or 0):+.2%})",
+                  f"- mean difference {_fmt(paired.get('mean_difference'))}, "
+                  f"{float(paired.get('confidence') or 0):.0%} paired-bootstrap interval "
+                  f"[{_fmt(lower)}, {_fmt(upper)}] ({paired.get('bootstrap_samples')} resamples, "
+                  f"seed {paired.get('seed')})"]
     lines += ["", "## Promotion checks", "", "| check | passed | detail |", "|---|---|---|"]
     for check in record.get("checks", []):
         detail = str(check.get("detail", "")).replace("|", "\\|").replace("\n", " ")

@@ -11,19 +11,26 @@ The candidate is promoted (alias ``champion`` moved to its version) only when al
   evidence to promote" instead of promoting or rejecting on it;
 * ``beats_popularity``     - candidate NDCG@10 > most-popular NDCG@10 on the same test window;
   not applicable (passes, and says so) when the candidate IS the popularity model;
-* ``within_tolerance_of_champion`` - the CURRENT champion's checkpoint is re-scored on this
-  night's test window (its score from the night it was trained is never reused: that was another
-  window) and the candidate must reach ``champion NDCG@10 * (1 - tolerance)``
-  (``RECSYS_PROMOTION_TOLERANCE``, default 0.0: at least as good); passes when there is none;
+* ``beats_champion``       - the CURRENT champion's checkpoint is re-scored on this night's test
+  window (its score from the night it was trained is never reused: that was another window),
+  and so is the candidate's registered checkpoint; on the same examples, a paired bootstrap of
+  the per-example NDCG@10 differences (``RECSYS_PROMOTION_BOOTSTRAP_SAMPLES`` resamples, a fixed
+  seed) must put the lower end of the ``RECSYS_PROMOTION_CONFIDENCE`` interval of the mean
+  difference above zero, and the relative gain must be at least ``RECSYS_PROMOTION_MIN_GAIN``.
+  A tie (a re-run of the night, a copy of the champion) never passes; passes when there is no
+  champion;
 * ``coverage_floor``       - candidate ``coverage_at_10 >= RECSYS_PROMOTION_MIN_COVERAGE``
   (default 0.01): a model that shows everyone the same few items is refused;
 * ``serves_in_api_path``   - the registered version is downloaded and loaded exactly as the API
   loads it (:func:`training.recommender.load_registered_version`) and answers smoke requests
   through :func:`serving.recommender.answer` with real users' online features read from Feast;
   a corrupt artifact fails here;
-* ``champion_unchanged_since_evaluation`` - added by :func:`apply_decision`.
+* ``champion_unchanged_since_evaluation`` and ``artifact_unchanged_since_evaluation`` (the
+  checkpoint's SHA-256 is still the one the checks ran on) - added by :func:`apply_decision`.
 
-Every decision (promoted or not) writes a model card (:mod:`training.model_card`).
+Every decision (promoted or not) writes a signed decision record on the candidate version
+(:mod:`training.decision_record`: serving loads only versions whose record passed) and a model
+card (:mod:`training.model_card`).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ METRIC = "ndcg_at_10"
 COVERAGE_METRIC = "coverage_at_10"
 SMOKE_USERS = 5
 SMOKE_K = 10
+CHAMPION_CHECK = "beats_champion"
 
 
 @dataclass
@@ -52,11 +60,18 @@ class PromotionDecision:
     metrics: dict[str, Any]
     run_date: str = ""
     candidate_run_id: str | None = None
-    tolerance: float = 0.0
     decided_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     min_coverage: float = 0.0
     candidate_model_name: str = ""
     split: dict[str, Any] = field(default_factory=dict)
+    min_gain: float = 0.0
+    confidence: float = 0.95
+    bootstrap_samples: int = 0
+    # The champion comparison's numbers (empty when there was none): see
+    # :func:`training.champion_comparison.paired_test`.
+    paired_test: dict[str, Any] = field(default_factory=dict)
+    # SHA-256 of the registered checkpoint the checks ran on ("" when it could not be read).
+    candidate_artifact_sha256: str = ""
 
     @property
     def failed_checks(self) -> list[str]:
@@ -126,24 +141,56 @@ def serves_in_api_path(settings: Settings, version: str) -> tuple[bool, str]:
                   "answered from their online features, the unknown user from popularity")
 
 
+def _settings_error(confidence: float, samples: int) -> str | None:
+    if not 0.0 < confidence < 1.0:
+        return f"RECSYS_PROMOTION_CONFIDENCE must be between 0 and 1 (exclusive), got {confidence}"
+    if samples < 1:
+        return f"RECSYS_PROMOTION_BOOTSTRAP_SAMPLES must be at least 1, got {samples}"
+    return None
+
+
+def _current_digest(settings: Settings, client, decision: PromotionDecision) -> tuple[str, str]:
+    """The candidate checkpoint's SHA-256 now, and a detail comparing it with the evaluated one."""
+    from training.decision_record import artifact_digest
+    from training.recommender import download_registered_checkpoint
+
+    evaluated = decision.candidate_artifact_sha256
+    try:
+        digest = artifact_digest(download_registered_checkpoint(settings, decision.candidate_version, client))
+    except Exception as exc:  # noqa: BLE001 - whatever broke, the checks' artifact is not confirmed
+        return "", f"the checkpoint cannot be downloaded now: {type(exc).__name__}: {exc}"
+    if not evaluated:
+        return digest, "the decision carries no checkpoint digest: the checks' artifact is unknown"
+    if digest != evaluated:
+        return digest, f"the checkpoint changed since evaluation (sha256 {evaluated[:12]} -> {digest[:12]})"
+    return digest, f"the checkpoint is the evaluated one (sha256 {digest[:12]})"
+
+
 def decide_promotion(
     settings: Settings,
     run_date: date | str,
     candidate: dict[str, Any],
     gate_passed: bool,
-    tolerance: float | None = None,
     min_coverage: float | None = None,
+    min_gain: float | None = None,
 ) -> PromotionDecision:
     """Evaluate every check for ``candidate`` (the dict ``train_and_log`` returned); changes nothing.
 
-    ``tolerance`` and ``min_coverage`` default to the settings' values.
+    ``min_coverage`` and ``min_gain`` default to the settings' values.
     """
+    from training.champion_comparison import paired_test
+    from training.decision_record import artifact_digest
     from training.protocol import split_for_record
-    from training.recommender import load_champion
+    from training.recommender import download_registered_checkpoint, load_champion
 
-    tolerance = settings.promotion_tolerance if tolerance is None else float(tolerance)
     min_coverage = settings.promotion_min_coverage if min_coverage is None else float(min_coverage)
+    min_gain = settings.promotion_min_gain if min_gain is None else float(min_gain)
+    confidence, samples = float(settings.promotion_confidence), int(settings.promotion_bootstrap_samples)
+    error = _settings_error(confidence, samples)
+    if error:
+        raise ValueError(error)
     run_date = run_date.isoformat() if isinstance(run_date, date) else str(run_date)
+    version = str(candidate["model_version"])
     cand_metrics: dict[str, float] = dict(candidate["metrics"])
     base_metrics: dict[str, float] = dict(candidate["baseline_metrics"])
     cand_score = cand_metrics.get(METRIC, float("nan"))
@@ -188,15 +235,21 @@ def decide_promotion(
             f"candidate {METRIC}={cand_score:.4f} vs popularity {base_score:.4f} on the same test window",
         ))
 
-    champion_score: float | None = None
+    # The registered checkpoint the remaining checks run on; its digest goes into the record.
+    try:
+        checkpoint = download_registered_checkpoint(settings, version)
+        digest = artifact_digest(checkpoint)
+    except Exception:  # noqa: BLE001 - serves_in_api_path reports why it cannot be had
+        checkpoint, digest = None, ""
+
     champion_metrics: dict[str, float] | None = None
+    paired: dict[str, Any] = {}
     loaded = load_champion(settings)
     champion_version = None if loaded is None else loaded[1]
-    name = "within_tolerance_of_champion"
     if loaded is None:
-        checks.append(_check(name, True, "no champion yet"))
-    elif champion_version == str(candidate["model_version"]):
-        checks.append(_check(name, True, "the candidate already is the champion"))
+        checks.append(_check(CHAMPION_CHECK, True, "no champion yet"))
+    elif champion_version == version:
+        checks.append(_check(CHAMPION_CHECK, True, "the candidate already is the champion"))
     else:
         champion, _ = loaded
         # The same window the candidate was measured on: rebuilt from the warehouse with the
@@ -208,7 +261,7 @@ def decide_promotion(
         )
         if not same_window:
             checks.append(_check(
-                name, False,
+                CHAMPION_CHECK, False,
                 f"the warehouse's test window ({split.test_start.isoformat()}, "
                 f"{len(split.test_examples)} examples) is not the candidate's "
                 f"({recorded.get('test_start')}, {recorded.get('n_test_examples')}): cannot compare",
@@ -216,27 +269,23 @@ def decide_promotion(
         else:
             # Under the candidate's seen-item rule: both are measured on the same ranking task.
             champion_metrics = champion.evaluate(split.test_examples, exclude_seen=split.exclude_seen)
-            champion_score = champion_metrics[METRIC]
-            threshold = champion_score * (1.0 - tolerance)
-            ok = math.isfinite(champion_score) and finite and cand_score >= threshold
-            checks.append(_check(
-                name, ok,
-                f"candidate {METRIC}={cand_score:.4f} vs champion v{champion_version} re-scored on "
-                f"this test window {champion_score:.4f}; needs >= {threshold:.4f} "
-                f"(tolerance {tolerance})",
-            ))
+            passed, detail, paired = paired_test(
+                champion, champion_version, checkpoint, split.test_examples, split.exclude_seen,
+                min_gain, confidence, samples,
+            )
+            checks.append(_check(CHAMPION_CHECK, passed and finite, detail))
 
     checks.append(_check(
         "coverage_floor", finite and coverage >= min_coverage,
         f"candidate {COVERAGE_METRIC}={coverage:.4f}, floor {min_coverage}",
     ))
-    served, detail = serves_in_api_path(settings, str(candidate["model_version"]))
+    served, detail = serves_in_api_path(settings, version)
     checks.append(_check("serves_in_api_path", served, detail))
 
     return PromotionDecision(
         promote=all(c["passed"] for c in checks),
         checks=checks,
-        candidate_version=str(candidate["model_version"]),
+        candidate_version=version,
         champion_version=champion_version,
         metrics={
             "candidate": cand_metrics,
@@ -246,44 +295,74 @@ def decide_promotion(
         },
         run_date=run_date,
         candidate_run_id=candidate.get("run_id"),
-        tolerance=tolerance,
         min_coverage=min_coverage,
         candidate_model_name=model_name,
         split=dict(candidate.get("split") or {}),
+        min_gain=min_gain,
+        confidence=confidence,
+        bootstrap_samples=samples,
+        paired_test=paired,
+        candidate_artifact_sha256=digest,
     )
 
 
 def apply_decision(settings: Settings, decision: PromotionDecision) -> dict[str, Any]:
     """Move the champion alias when (and only when) every check passed; always record why.
 
-    Order matters for a crash half-way: the alias moves first, then the version's tags, then the
-    decision file, so a record never claims a promotion that did not happen.
+    Order matters for a crash half-way. The signed decision record is written before the alias
+    moves, so serving never finds the alias on a version without a passing record; when the move
+    fails, the record is rewritten as not passed, so it never claims a promotion that did not
+    happen (a crash between the two leaves a version that passed every check but is not champion:
+    the decision file is not written yet, and a retry decides again). The version's tags and the
+    decision file follow the alias.
     """
+    from training.decision_record import build_record, write_record
     from training.train import mlflow_client
 
     client = mlflow_client(settings)
     name = settings.registered_model_name
+    version = decision.candidate_version
     # A decision is only valid against the champion it was measured against: re-running this
     # step alone for an old date (cleared in the Airflow UI) after a newer promotion must not
     # move the alias back to an older candidate.
     current = _alias_version(client, name, settings.champion_alias)
-    unchanged = current == decision.champion_version or current == decision.candidate_version
+    unchanged = current == decision.champion_version or current == version
+    digest, digest_detail = _current_digest(settings, client, decision)
     decision = replace(decision, checks=[*decision.checks, _check(
         "champion_unchanged_since_evaluation", unchanged,
         f"champion at evaluation v{decision.champion_version}, now v{current}",
-    )])
+    ), _check("artifact_unchanged_since_evaluation",
+              bool(digest) and digest == decision.candidate_artifact_sha256, digest_detail)])
     promote = decision.promote and all(c["passed"] for c in decision.checks)
+
+    def sign(passed: bool, checks: list[dict[str, Any]]) -> dict[str, Any]:
+        return write_record(settings, client, build_record(
+            settings, version, action="promotion", passed=passed, checks=checks,
+            artifact_sha256=digest or decision.candidate_artifact_sha256,
+            run_id=decision.candidate_run_id, run_date=decision.run_date,
+        ))
+
     if promote:
-        client.set_registered_model_alias(name, settings.champion_alias, decision.candidate_version)
-        client.set_model_version_tag(name, decision.candidate_version, "promoted_at",
-                                     datetime.now(timezone.utc).isoformat())
+        signed = sign(True, decision.checks)
+        try:
+            client.set_registered_model_alias(name, settings.champion_alias, version)
+        except Exception as exc:
+            if _alias_version(client, name, settings.champion_alias) != version:
+                sign(False, [*decision.checks, _check("alias_moved", False, str(exc))])
+                raise
+        client.set_model_version_tag(name, version, "promoted_at", datetime.now(timezone.utc).isoformat())
+    elif current == version:
+        # Re-deciding the serving champion's own version: a rejection now (e.g. the night's gate
+        # failed on a re-run) does not un-decide the promotion that made it champion.
+        signed = None
+    else:
+        signed = sign(False, decision.checks)
     failed = [c for c in decision.checks if not c["passed"]]
     reasons = "; ".join(f"{c['name']}: {c['detail']}" for c in failed) or "all checks passed"
-    client.set_model_version_tag(name, decision.candidate_version, "decision",
-                                 "promoted" if promote else "rejected")
+    client.set_model_version_tag(name, version, "decision", "promoted" if promote else "rejected")
     # MLflow caps tag values (5000 chars in the SQL store); the full text is in the JSON record.
-    client.set_model_version_tag(name, decision.candidate_version, "reasons", reasons[:4900])
-    client.set_model_version_tag(name, decision.candidate_version, "decision_date", decision.run_date)
+    client.set_model_version_tag(name, version, "reasons", reasons[:4900])
+    client.set_model_version_tag(name, version, "decision_date", decision.run_date)
 
     champion_after = _alias_version(client, name, settings.champion_alias)
     record = asdict(decision) | {
@@ -293,6 +372,7 @@ def apply_decision(settings: Settings, decision: PromotionDecision) -> dict[str,
         "registered_model_name": name,
         "champion_version_before": decision.champion_version,
         "champion_version_after": champion_after,
+        "decision_record": signed or "kept: the version is the serving champion, promoted earlier",
     }
     settings.decisions_dir.mkdir(parents=True, exist_ok=True)
     path = settings.decisions_dir / f"{decision.run_date}.json"

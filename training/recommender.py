@@ -172,27 +172,32 @@ def champion_version(settings: Settings, client=None) -> str | None:
         raise
 
 
-def load_registered_version(settings: Settings, version: str | int, client=None,
-                            smoke_test: bool = True) -> Recommender:
-    """Download registered ``version``'s checkpoint and load it: the one path by which serving,
-    promotion and rollback load a model. Raises :class:`ModelLoadError` when it cannot serve."""
+def download_registered_checkpoint(settings: Settings, version: str | int, client=None) -> Path:
+    """Download registered ``version``'s checkpoint file and return its local path."""
     import mlflow.artifacts
 
     from training.train import CHECKPOINT_FILE, mlflow_client
 
     client = client or mlflow_client(settings)
     name = settings.registered_model_name
+    # MLflow resolves ``models:/`` URIs through the process-global registry URI whatever
+    # ``registry_uri`` is passed, so the version's download URI is resolved with this
+    # settings' client instead: the same lookup ``models:/<name>/<version>`` does.
+    source = client.get_model_version_download_uri(name, str(version))
+    dst = settings.models_dir / "registry" / name / str(version)
+    local = Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=source, dst_path=str(dst), tracking_uri=settings.mlflow_uri
+    ))
+    return local / CHECKPOINT_FILE if local.is_dir() else local
+
+
+def load_registered_version(settings: Settings, version: str | int, client=None,
+                            smoke_test: bool = True) -> Recommender:
+    """Download registered ``version``'s checkpoint and load it: the one path by which serving,
+    promotion and rollback load a model. Raises :class:`ModelLoadError` when it cannot serve."""
+    name = settings.registered_model_name
     try:
-        # MLflow resolves ``models:/`` URIs through the process-global registry URI whatever
-        # ``registry_uri`` is passed, so the version's download URI is resolved with this
-        # settings' client instead: the same lookup ``models:/<name>/<version>`` does.
-        source = client.get_model_version_download_uri(name, str(version))
-        dst = settings.models_dir / "registry" / name / str(version)
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=source, dst_path=str(dst), tracking_uri=settings.mlflow_uri
-        )
-        path = Path(local)
-        recommender = load_recommender(path / CHECKPOINT_FILE if path.is_dir() else path)
+        recommender = load_recommender(download_registered_checkpoint(settings, version, client))
         if smoke_test:
             recommender.smoke_test()
     except Exception as exc:  # noqa: BLE001 - whatever broke, this version cannot serve

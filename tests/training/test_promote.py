@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.registry_fixtures import promote_for_test
 from training.data import load_split
 from training.evaluate import left_pad
 from training.promote import PromotionDecision, apply_decision, decide_promotion
@@ -75,7 +76,7 @@ def test_first_candidate_is_logged_registered_and_promoted(ring_two_nights, synt
     assert _checks(decision) == {"quality_gate_passed": True, "metrics_finite": True,
                                  "non_empty_outputs": True, "enough_evaluation_examples": True,
                                  "beats_popularity": True,
-                                 "within_tolerance_of_champion": True, "coverage_floor": True,
+                                 "beats_champion": True, "coverage_floor": True,
                                  "serves_in_api_path": True}
     assert decision.champion_version is None
     # The DAG passes the decision through XCom as a dict and rebuilds it.
@@ -114,8 +115,10 @@ def test_worse_candidate_is_refused_and_the_champion_stays(ring_two_nights, synt
     assert candidate["split"]["test_start"] != champion["split"]["test_start"]
     decision = decide_promotion(settings, synth.DAY2, candidate, gate_passed=True)
     assert not decision.promote
-    assert _checks(decision)["within_tolerance_of_champion"] is False
+    assert _checks(decision)["beats_champion"] is False
     assert decision.champion_version == champion["model_version"]
+    assert decision.paired_test["n_paired_examples"] == candidate["n_test_examples"]
+    assert decision.paired_test["mean_difference"] < 0 and not decision.paired_test["significant"]
 
     # The champion was re-scored on the NEW test window, not given its old score.
     new_split = load_split(settings, as_of=synth.DAY2)
@@ -124,11 +127,11 @@ def test_worse_candidate_is_refused_and_the_champion_stays(ring_two_nights, synt
     assert rescored["n_examples"] == candidate["n_test_examples"] != champion["n_test_examples"]
 
     record = apply_decision(settings, decision)
-    assert record["promote"] is False and "within_tolerance_of_champion" in record["failed_checks"]
+    assert record["promote"] is False and "beats_champion" in record["failed_checks"]
     assert _champion_version(settings) == champion["model_version"]
     tags = mlflow_client(settings).get_model_version(
         settings.registered_model_name, candidate["model_version"]).tags
-    assert tags["decision"] == "rejected" and "within_tolerance_of_champion" in tags["reasons"]
+    assert tags["decision"] == "rejected" and "beats_champion" in tags["reasons"]
     saved = json.loads((settings.decisions_dir / "2026-11-11.json").read_text())
     assert saved["champion_version_after"] == champion["model_version"]
 
@@ -136,9 +139,8 @@ def test_worse_candidate_is_refused_and_the_champion_stays(ring_two_nights, synt
 def test_better_candidate_is_promoted(ring_two_nights, synth, tiny_sasrec):
     settings = ring_two_nights
     old = _weak(settings, synth.DAY1, tiny_sasrec)
-    # An old champion placed directly (as if promoted under older rules).
-    mlflow_client(settings).set_registered_model_alias(
-        settings.registered_model_name, settings.champion_alias, old["model_version"])
+    # An old champion placed directly (as if promoted on an earlier night).
+    promote_for_test(settings, old["model_version"])
 
     candidate = _good(settings, synth.DAY2, tiny_sasrec)
     decision = decide_promotion(settings, synth.DAY2, candidate, gate_passed=True)
@@ -146,6 +148,9 @@ def test_better_candidate_is_promoted(ring_two_nights, synth, tiny_sasrec):
     assert decision.champion_version == old["model_version"]
     champion_score = decision.metrics["champion_rescored"]["ndcg_at_10"]
     assert candidate["metrics"]["ndcg_at_10"] > champion_score
+    paired = decision.paired_test
+    assert paired["champion_mean"] == pytest.approx(champion_score)
+    assert paired["interval"][0] > 0 and paired["relative_gain"] >= 0.0 and paired["confidence"] == 0.95
     apply_decision(settings, decision)
     assert _champion_version(settings) == candidate["model_version"]
 
@@ -232,18 +237,19 @@ def test_popularity_can_be_promoted_when_there_is_no_better_champion(ring_two_ni
     assert _champion_version(settings) == candidate["model_version"]
 
 
-def test_tolerance_and_coverage_floor_come_from_settings(ring_two_nights, synth, tiny_sasrec):
+def test_min_gain_and_coverage_floor_come_from_settings(ring_two_nights, synth, tiny_sasrec):
     settings = ring_two_nights
-    good = _good(settings, synth.DAY1, tiny_sasrec)
-    apply_decision(settings, decide_promotion(settings, synth.DAY1, good, gate_passed=True))
-    weak = _weak(settings, synth.DAY1, tiny_sasrec)  # same night, same window, much worse
-    strict = decide_promotion(settings, synth.DAY1, weak, gate_passed=True)
-    assert "within_tolerance_of_champion" in strict.failed_checks
-    lenient = dataclasses.replace(settings, promotion_tolerance=1.0, promotion_min_coverage=1.01)
-    decision = decide_promotion(lenient, synth.DAY1, weak, gate_passed=True)
-    checks = _checks(decision)
-    assert checks["within_tolerance_of_champion"] is True  # champion * (1 - 1.0) = 0
-    assert checks["coverage_floor"] is False and decision.tolerance == 1.0
+    weak = _weak(settings, synth.DAY1, tiny_sasrec)
+    promote_for_test(settings, weak["model_version"])
+    good = _good(settings, synth.DAY1, tiny_sasrec)  # same night, same window, much better
+    assert _checks(decide_promotion(settings, synth.DAY1, good, gate_passed=True))["beats_champion"] is True
+    demanding = dataclasses.replace(settings, promotion_min_gain=100.0, promotion_min_coverage=1.01)
+    decision = decide_promotion(demanding, synth.DAY1, good, gate_passed=True)
+    checks = {c["name"]: c for c in decision.checks}
+    assert checks["beats_champion"]["passed"] is False  # significant, but not +10000%
+    assert "below the minimum gain" in checks["beats_champion"]["detail"]
+    assert decision.paired_test["significant"] and not decision.paired_test["gain_ok"]
+    assert checks["coverage_floor"]["passed"] is False and decision.min_gain == 100.0
 
 
 def test_stage_refuses_a_model_trained_on_data_that_failed_the_gate(ring_two_nights, synth, tiny_sasrec):

@@ -17,6 +17,10 @@ from training.rollback import RollbackRefused, main as rollback_cli, rollback
 from training.train import CHECKPOINT_FILE, mlflow_client, train_and_log
 
 
+# v1 must beat popularity; v2 must beat v1 for real on night 2's window.
+EPOCHS_V1, EPOCHS_V2 = 2, 8
+
+
 def corrupt_registered_artifact(settings, version: str) -> None:
     source = mlflow_client(settings).get_model_version_download_uri(settings.registered_model_name, version)
     path = Path(urlparse(source).path) / CHECKPOINT_FILE
@@ -35,12 +39,13 @@ def wait_for(predicate, timeout_s: float = 10.0) -> bool:
 
 @pytest.fixture
 def two_champions(settings, synth, tiny_sasrec):
-    """v1 promoted on night 1, v2 promoted on night 2: v2 serves, v1 is the previous champion."""
+    """v1 promoted on night 1, v2 (trained longer, a real win) promoted on night 2: v2 serves,
+    v1 is the previous champion."""
     settings = dataclasses.replace(settings, champion_poll_seconds=0.1)
     synth.write(settings.warehouse_path, synth.ring_rows())
-    for day in (synth.DAY1, synth.DAY2):
-        candidate = train_and_log(settings, day, "sasrec", epochs=4, lr=3e-3, model_config=tiny_sasrec)
-        decision = decide_promotion(settings, day, candidate, gate_passed=True, tolerance=1.0)
+    for day, epochs in ((synth.DAY1, EPOCHS_V1), (synth.DAY2, EPOCHS_V2)):
+        candidate = train_and_log(settings, day, "sasrec", epochs=epochs, lr=3e-3, model_config=tiny_sasrec)
+        decision = decide_promotion(settings, day, candidate, gate_passed=True)
         assert decision.promote, decision.checks
         apply_decision(settings, decision)
     assert champion_version(settings) == "2"
@@ -97,10 +102,12 @@ def test_missing_or_corrupt_versions_are_refused_and_never_served(two_champions,
     assert wait_for(lambda: bad["model_version"] in service.refused)
     assert service.model_version == "2"
     assert service.recommend("user_0001", 5).model_version == "2"
-    assert 'recsys_model_reloads_total{outcome="refused"} 1.0' in service.metrics.render().decode()
+    # The poller thread records the refusal and then counts it: wait for both, not just the first.
+    assert wait_for(lambda: 'recsys_model_reloads_total{outcome="refused"} 1.0'
+                    in service.metrics.render().decode()), service.metrics.render().decode()
 
 
-def test_cli_to_previous(two_champions, capsys, monkeypatch):
+def test_cli_to_previous(two_champions, capsys, monkeypatch, synth):
     settings = two_champions
     monkeypatch.setenv("RECSYS_HOME", str(settings.home))
     monkeypatch.setenv("RECSYS_MAX_SEQUENCE_LENGTH", str(settings.max_sequence_length))
@@ -109,6 +116,16 @@ def test_cli_to_previous(two_champions, capsys, monkeypatch):
     assert rollback_cli(["--to-previous"]) == 1  # nothing earlier than v1 was ever champion
     assert "no earlier version" in capsys.readouterr().err
     assert rollback_cli(["--version", "2"]) == 0 and champion_version(settings) == "2"
+    capsys.readouterr()
+
+    # A version that was never decided: refused in one line, served only with --force.
+    never = train_and_log(settings, synth.DAY2, "popularity", epochs=1)["model_version"]
+    assert rollback_cli(["--version", never]) == 1 and champion_version(settings) == "2"
+    assert "rollback refused: " in capsys.readouterr().err
+    assert rollback_cli(["--version", never, "--force", "--reason", "incident"]) == 0
+    out = capsys.readouterr()
+    assert "WARNING: forced rollback" in out.err and json.loads(out.out)["forced"] is True
+    assert champion_version(settings) == never
 
 
 def test_rollback_dag_is_manual_with_a_version_param():
