@@ -32,6 +32,9 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
         }
     )
     env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{home / 'airflow.db'}")
+    # Airflow's api-server (the UI of `airflow standalone`) binds 0.0.0.0 by default: the
+    # embedded one stays on this machine unless AIRFLOW__API__HOST says otherwise.
+    env.setdefault("AIRFLOW__API__HOST", "127.0.0.1")
     return env
 
 

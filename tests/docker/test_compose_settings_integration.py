@@ -4,7 +4,8 @@ rewritten to 127.0.0.1:
 
 * Airflow's metadata database: ``airflow db migrate`` into a fresh Postgres database;
 * MLflow: an ``mlflow server`` started with the compose service's command line (backend store a
-  fresh Postgres database), the platform's MLFLOW_TRACKING_URI pointing at it;
+  fresh Postgres database, basic auth with docker/mlflow/basic_auth.ini, its user store moved
+  to the test's folder), the platform's MLFLOW_TRACKING_URI and credentials pointing at it;
 * Feast: the online store on Redis (the compose connection string, on this test's own db number);
 
 then the nightly stages on a tiny generated log, checking the runs, the registered model and the
@@ -21,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from datetime import date, timedelta
 from pathlib import Path
@@ -82,6 +84,8 @@ def servers(tmp_path_factory):
         "POSTGRES_PASSWORD": "unused-with-trust-auth",
         "AIRFLOW_DB_NAME": f"recsys_test_airflow_{suffix}",
         "MLFLOW_DB_NAME": f"recsys_test_mlflow_{suffix}",
+        "MLFLOW_ADMIN_PASSWORD": "compose-test-admin-password",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "compose-test-secret-key",
     }
     compose = load_compose(values)
     client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
@@ -99,6 +103,12 @@ def servers(tmp_path_factory):
     script = script.replace("--port 5000", f"--port {mlflow_port}").replace("--host 0.0.0.0", "--host 127.0.0.1")
     script = script.replace("/data/recsys", str(home))
     mlflow_env = dict(os.environ, **environment(mlflow_service))
+    # The image's auth config (/app/docker/mlflow/...) from the checkout, its user store here.
+    auth_config = REPO_ROOT / mlflow_env["MLFLOW_AUTH_CONFIG_PATH"].removeprefix("/app/")
+    local_auth = home.parent / "basic_auth.ini"
+    local_auth.write_text(re.sub(r"(?m)^database_uri = .*$", f"database_uri = sqlite:///{home.parent / 'auth.db'}",
+                                 auth_config.read_text()))
+    mlflow_env["MLFLOW_AUTH_CONFIG_PATH"] = str(local_auth)
     mlflow_env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     mlflow_log = open(home.parent / "mlflow.log", "w")
     server = subprocess.Popen(["bash", "-c", _local(script, mlflow_port)], env=mlflow_env,
@@ -137,6 +147,11 @@ def servers(tmp_path_factory):
 def test_compose_settings_are_the_cluster_ones(servers):
     _, task_env, _ = servers
     settings = Settings.from_env(task_env)
+    # The server wants a login; the tasks' environment carries it (the stages below use it).
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{settings.mlflow_uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
+    assert refused.value.code == 401
+    assert task_env["MLFLOW_TRACKING_PASSWORD"] == "compose-test-admin-password"
     assert settings.feast_online_store == "redis"
     assert settings.redis_connection_string == f"127.0.0.1:6379,db={REDIS_DB}"
     assert settings.mlflow_uri.startswith("http://127.0.0.1:")
@@ -164,6 +179,9 @@ def test_nightly_stages_land_in_postgres_and_redis(servers, monkeypatch):
     from pipeline import stages
 
     settings = Settings.from_env(task_env)
+    # MLflow's client reads its login from the process environment, as in the containers.
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(name, task_env[name])
     generate_logs(settings.raw_dir, FIRST_DAY, HISTORY_DAYS + 1, n_users=200, n_items=50, seed=21)
     stages.ingest_events_range(settings, FIRST_DAY, RUN_DAY)
     stages.build_sessions(settings, RUN_DAY)

