@@ -31,11 +31,14 @@ test-all: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow"
 
-## The recommendation API on http://127.0.0.1:8000 (docs at /docs)
+## The recommendation API on http://127.0.0.1:8000 (docs at /docs). `make api RECSYS_API_HOST=0.0.0.0`
+## exposes it; the app then refuses to start unless RECSYS_EVENTS_TOKEN and RECSYS_ADMIN_TOKEN are set.
+## uvicorn binds the very host the app checks.
 api: $(STAMP)
-	$(BIN)/uvicorn serving.app:app --host 127.0.0.1 --port 8000
+	RECSYS_API_HOST='$(or $(RECSYS_API_HOST),127.0.0.1)' $(BIN)/uvicorn serving.app:app --host '$(or $(RECSYS_API_HOST),127.0.0.1)' --port 8000
 
-## Airflow UI on http://localhost:8080 (login printed by standalone), same metadata as the demo
+## Airflow UI on http://127.0.0.1:8080 (login printed by standalone), same metadata as the demo.
+## This machine only (pipeline/airflow_env.py sets AIRFLOW__API__HOST=127.0.0.1 unless it is set)
 airflow-ui: $(STAMP)
 	$(BIN)/python -m pipeline.airflow_env $(BIN)/airflow standalone
 

@@ -47,6 +47,27 @@ TARGET_RATIO = 2.0
 
 # ---------------------------------------------------------------- a small real pipeline state
 
+# ``int_events_sessionized`` as dbt derives it, here from ``user_sequences``: one row per event, a
+# new session after 30 minutes of inactivity (dbt's default), as tests/warehouse_fixtures.py does.
+SESSIONIZED_FROM_USER_SEQUENCES = """
+    create or replace table int_events_sessionized as
+    with events as (
+        select user_id, unnest(item_ids) as item_id, unnest(event_times) as event_time,
+               generate_subscripts(item_ids, 1) as position
+        from user_sequences
+    ),
+    starts as (
+        select *, case when lag(event_time) over w is null
+                         or event_time - lag(event_time) over w > interval 30 minute
+                       then 1 else 0 end as is_start
+        from events window w as (partition by user_id order by event_time, position)
+    )
+    select user_id, item_id, event_time, lpad(cast(position as varchar), 9, '0') as event_id,
+           user_id || '#' || cast(sum(is_start) over (partition by user_id order by event_time, position)
+                                  as varchar) as session_id
+    from starts
+"""
+
 
 def ring_rows(n_users: int, n_items: int, seed: int = 0) -> list[tuple[str, list[str], list[datetime]]]:
     rng = random.Random(seed)
@@ -82,6 +103,7 @@ def build_state(settings, n_users: int, n_items: int, epochs: int) -> list[str]:
                     "last_event_time timestamp)")
         con.executemany("insert into user_sequences values (?, ?, ?, len(?), list_min(?), list_max(?))",
                         [(u, i, t, i, t, t) for u, i, t in rows])
+        con.execute(SESSIONIZED_FROM_USER_SEQUENCES)  # training reads its sessions from here
         con.execute(f"""
             create or replace table user_features as
             select user_id, cast(last_event_time as date) as feature_date,
@@ -205,19 +227,22 @@ def wait_port(port: int, timeout_s: float = 30.0) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def start_server(settings, port: int, log_path: Path) -> subprocess.Popen:
+def start_server(settings, port: int, log_path: Path, tree: Path = common.REPO_ROOT,
+                 extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``uvicorn serving.app:app`` from ``tree`` (this checkout, or another one to compare with)."""
     env = dict(os.environ) | {
         "RECSYS_HOME": str(settings.home),
         "RECSYS_MAX_SEQUENCE_LENGTH": str(settings.max_sequence_length),
         "RECSYS_FEAST_ONLINE_STORE": settings.feast_online_store,
         "RECSYS_REDIS_CONNECTION_STRING": settings.redis_connection_string,
         "RECSYS_CHAMPION_POLL_SECONDS": "30",
-    }
+        "PYTHONPATH": str(tree),  # ahead of the editable install, which points at this checkout
+    } | (extra_env or {})
     log = open(log_path, "wb")  # noqa: SIM115 - closed when the process is stopped
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1", "--port", str(port),
          "--no-access-log", "--log-level", "warning"],
-        env=env, cwd=common.REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+        env=env, cwd=tree, stdout=log, stderr=subprocess.STDOUT,
     )
     process.log = log  # type: ignore[attr-defined]
     return process
@@ -297,7 +322,7 @@ async def open_loop(base_url: str, users: list[str], rate: float, duration_s: fl
     latencies: list[float] = []
     service: list[float] = []
     statuses: dict[int, int] = {}
-    fallbacks = 0
+    fallbacks = timeouts = 0
     async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as probe:
         await _wait_healthy(probe)
     host, port = base_url.rsplit("//", 1)[1].split(":")
@@ -307,7 +332,7 @@ async def open_loop(base_url: str, users: list[str], rate: float, duration_s: fl
         start = clock() + 0.1
 
         async def one(i: int) -> None:
-            nonlocal fallbacks
+            nonlocal fallbacks, timeouts
             scheduled = start + i / rate
             delay = scheduled - clock()
             if delay > 0:
@@ -327,6 +352,7 @@ async def open_loop(base_url: str, users: list[str], rate: float, duration_s: fl
                 client._free.put_nowait(await asyncio.open_connection(host, int(port)))
             elif status == 200 and json.loads(body)["fallback"]:
                 fallbacks += 1
+                timeouts += json.loads(body)["fallback_reason"] == "feature_store_timeout"
             latencies.append((done - scheduled) * 1000)
             service.append((done - sent) * 1000)
             statuses[status] = statuses.get(status, 0) + 1
@@ -337,6 +363,7 @@ async def open_loop(base_url: str, users: list[str], rate: float, duration_s: fl
     ok = statuses.get(200, 0)
     return {
         "rate": rate, "requests": n, "ok": ok, "errors": n - ok, "fallbacks": fallbacks,
+        "feature_timeouts": timeouts,
         "throughput": ok / elapsed, "p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
         "max": max(latencies) if latencies else float("nan"),
         "service_p50": percentile(service, 50), "service_p99": percentile(service, 99),
@@ -440,6 +467,8 @@ def to_records(runs: list[dict[str, Any]], dataset: str, command: str, hardware:
                 common.record("p99_latency", load["p99"], "ms", model=api, baseline=None, **base),
                 common.record("errors", load["errors"], "requests", model=api, baseline=None, **base),
                 common.record("fallbacks", load["fallbacks"], "requests", model=api, baseline=None, **base),
+                common.record("feature_timeout_share", load["feature_timeouts"] / max(load["ok"], 1), "fraction",
+                              model=api, baseline=None, **base),
                 common.record("p50_vs_floor", load["p50"] / floor["floor"]["p50"], "ratio", model=api,
                               baseline=floor_name, **base),
                 common.record("p99_vs_floor", load["p99"] / floor["floor"]["p99"], "ratio", model=api,
@@ -493,7 +522,7 @@ def rows_of(runs: list[dict[str, Any]]) -> list[list[Any]]:
                 f"{paced['p50']:.2f} / {paced['p99']:.2f}",
                 f"{paced['p50'] / f['floor']['p50']:.2f}x / {paced['p99'] / f['floor']['p99']:.2f}x",
                 f"{load['service_p50'] / paced['p50']:.2f}x / {load['service_p99'] / paced['p99']:.2f}x",
-                load["errors"], load["fallbacks"],
+                load["errors"], load["fallbacks"], load["feature_timeouts"],
             ])
     return rows
 
@@ -501,7 +530,7 @@ def rows_of(runs: list[dict[str, Any]]) -> list[list[Any]]:
 HEADERS = ["online store", "offered req/s", "achieved req/s", "p50 ms", "p99 ms",
            "feature read p50/p99 ms", "model forward p50/p99 ms", "p50 vs floor", "p99 vs floor",
            "service p50/p99 ms", "service vs floor p50/p99", "server mean ms", "paced floor p50/p99 ms",
-           "paced floor vs floor p50/p99", "service vs paced floor p50/p99", "errors", "fallbacks"]
+           "paced floor vs floor p50/p99", "service vs paced floor p50/p99", "errors", "fallbacks", "of which feature timeouts"]
 
 
 def render_section(runs, dataset: str, command: str, hardware: dict) -> str:

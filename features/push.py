@@ -8,6 +8,17 @@ so the next recommendation for that user already sees them. The events themselve
 lake through the raw logs; the nightly dbt build and materialization then replace the pushed list
 with the warehouse's (the same list, when the log and the pushes agree).
 
+Event times are bounded like ingestion's quarantine, against the server's clock: none later than
+``settings.max_future_skew_minutes`` ahead, none older than ``settings.max_event_age_days``. A
+pushed row is stamped with its newest event's time and the online store keeps the newest row, so
+one event stamped years ahead would otherwise freeze the user's list against every later push
+and materialization.
+
+The API pushes through :func:`push_user_events_within`: one push thread, at most
+``MAX_PENDING_PUSHES`` pushes waiting for it, each given up after ``settings.push_timeout_ms``
+(:class:`PushRefused`), so a hung online store costs one thread and quick 503s, never a pile of
+blocked request threads.
+
 Command line, for a quick manual test::
 
     python -m features.push --user U --item I [--event-type view] [--event-time ISO]
@@ -16,6 +27,8 @@ Command line, for a quick manual test::
 from __future__ import annotations
 
 import argparse
+import asyncio
+import concurrent.futures
 import json
 import sys
 import threading
@@ -48,6 +61,14 @@ _STORES_LOCK = threading.Lock()
 # Redis skips a write whose timestamp is not newer than the stored one, so a pushed row is
 # always at least this much newer than the row it replaces.
 _TICK = timedelta(microseconds=1)
+# Pushes serialise on _PUSH_LOCK, so one thread does them all; requests beyond this many waiting
+# for it are refused at once (503) rather than queued behind a hung store.
+MAX_PENDING_PUSHES = 16
+
+
+class PushRefused(RuntimeError):
+    """The events were not (or not confirmably) pushed: the online store is busy or did not
+    answer in time. The message is one line, for the API's 503."""
 
 
 def _store_for(settings: Settings, project: str) -> "FeatureStore":
@@ -57,6 +78,35 @@ def _store_for(settings: Settings, project: str) -> "FeatureStore":
         if key not in _STORES:
             _STORES[key] = feature_store(settings, project=project)
         return _STORES[key]
+
+
+def parse_events(
+    settings: Settings, events: Sequence[Mapping[str, Any]], now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """``events`` checked and normalised (UTC times, default type and time); raises ValueError
+    naming the first bad event's index (``events[i]: ...``), one line."""
+    now = now or datetime.now(timezone.utc)
+    latest = now + timedelta(minutes=settings.max_future_skew_minutes)
+    earliest = now - timedelta(days=settings.max_event_age_days)
+    parsed = []
+    for index, raw in enumerate(events):
+        try:
+            event = _parse_event(raw, now)
+        except ValueError as exc:
+            raise ValueError(f"events[{index}]: {exc}") from None
+        when = event["event_time"]
+        if when > latest:
+            raise ValueError(
+                f"events[{index}]: event_time {when.isoformat()} is more than "
+                f"{settings.max_future_skew_minutes} minutes ahead of the server's clock "
+                f"({now.isoformat(timespec='seconds')}); nothing was pushed")
+        if when < earliest:
+            raise ValueError(
+                f"events[{index}]: event_time {when.isoformat()} is older than the "
+                f"{settings.max_event_age_days}-day retention horizon "
+                f"({earliest.isoformat(timespec='seconds')}); nothing was pushed")
+        parsed.append(event)
+    return parsed
 
 
 def _parse_event(raw: Mapping[str, Any], now: datetime) -> dict[str, Any]:
@@ -70,7 +120,10 @@ def _parse_event(raw: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     if when is None:
         when = now
     elif isinstance(when, str):
-        when = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        try:
+            when = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"event_time is not an ISO 8601 time: {when!r}") from None
     elif not isinstance(when, datetime):
         raise ValueError(f"event_time must be a datetime or an ISO 8601 string, got {when!r}")
     return {"user_id": user_id, "item_id": item_id, "event_type": event_type,
@@ -112,11 +165,21 @@ def push_user_events(
 
     Returns ``{"users": n, "events": n, "recent_item_ids": {user_id: [...]},
     "event_timestamp": {user_id: iso}}`` with the lists as pushed. Raises ``ValueError`` for a
-    malformed event (nothing is pushed then). The pushed row's ``event_timestamp`` is the newest
-    event's time, or 1 µs past the stored row's when that is not older (Redis keeps the newer).
+    malformed event or one outside the time bounds (:func:`parse_events`; nothing is pushed
+    then). The pushed row's ``event_timestamp`` is the newest event's time, or 1 µs past the
+    stored row's when that is not older (Redis keeps the newer).
     """
-    now = datetime.now(timezone.utc)
-    parsed = [_parse_event(e, now) for e in events]
+    parsed = parse_events(settings, events)
+    return _push_parsed(settings, parsed, project=project, store=store)
+
+
+def _push_parsed(
+    settings: Settings,
+    parsed: list[dict[str, Any]],
+    *,
+    project: str = PROJECT,
+    store: "FeatureStore | None" = None,
+) -> dict[str, Any]:
     if not parsed:
         return {"users": 0, "events": 0, "recent_item_ids": {}, "event_timestamp": {}}
     by_user: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -149,6 +212,69 @@ def push_user_events(
         "recent_item_ids": {r[USER_JOIN_KEY]: r[RECENT_ITEMS_FEATURE] for r in rows},
         "event_timestamp": {r[USER_JOIN_KEY]: r[TIMESTAMP_FIELD].isoformat() for r in rows},
     }
+
+
+class _PushQueue:
+    """One push thread (started on first use) and a bound on the pushes waiting for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.pending = 0
+
+    def submit(self, fn, /, *args, **kwargs) -> concurrent.futures.Future:
+        with self._lock:
+            if self.pending >= MAX_PENDING_PUSHES:
+                raise PushRefused(f"online store busy: {self.pending} pushes already waiting for it; "
+                                  "nothing was pushed, retry later")
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="feature-push")
+            self.pending += 1
+        try:
+            future = self._pool.submit(fn, *args, **kwargs)
+        except BaseException:
+            self._done(None)
+            raise
+        future.add_done_callback(self._done)  # also on cancel: a dropped push stops counting
+        return future
+
+    def _done(self, _future) -> None:
+        with self._lock:
+            self.pending -= 1
+
+
+_QUEUE = _PushQueue()
+
+
+async def push_user_events_within(
+    settings: Settings,
+    events: Sequence[Mapping[str, Any]],
+    *,
+    store: "FeatureStore",
+    project: str = PROJECT,
+) -> dict[str, Any]:
+    """:func:`push_user_events` for a request path, awaited on the caller's event loop.
+
+    The events are checked here (``ValueError`` at once, nothing pushed); the push itself runs
+    on the push thread and is given up after ``settings.push_timeout_ms``: :class:`PushRefused`
+    then, and a push still waiting for the thread is dropped. One already talking to the store
+    cannot be stopped (a thread cannot be); it ends at the store's own socket timeout, and may
+    still land.
+    """
+    parsed = parse_events(settings, events)
+    timeout_s = settings.push_timeout_ms / 1000.0
+    future = _QUEUE.submit(_push_parsed, settings, parsed, project=project, store=store)
+    deadline = asyncio.timeout(timeout_s)
+    try:
+        async with deadline:
+            return await asyncio.wrap_future(future)
+    except TimeoutError:
+        if not deadline.expired():
+            raise  # the store's own timeout error, not this deadline
+        future.cancel()
+        raise PushRefused(f"online store did not answer within {settings.push_timeout_ms:g} ms; "
+                          "the push was given up (not confirmed)") from None
 
 
 def main(argv: list[str] | None = None) -> int:

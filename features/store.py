@@ -17,7 +17,7 @@ import logging
 import os
 import shlex
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -43,6 +43,9 @@ USER_EVENTS_PUSH_SOURCE = "user_events_push"
 USER_SEQUENCE_VIEW = "user_recent_items"
 RECENT_ITEMS_FEATURE = "recent_item_ids"
 ENTITY_KEY_SERIALIZATION_VERSION = 3
+# Socket timeout of the Redis clients of batch work (apply, materialize): long enough for a large
+# pipeline's replies, short enough that a hung Redis fails the run instead of stalling it.
+BATCH_REDIS_TIMEOUT_S = 60.0
 
 # Imported in this order because each one builds on the objects of the previous ones.
 _DEFINITION_MODULES = (
@@ -149,9 +152,24 @@ def _with_utc_timestamp(table: Any) -> Any:
 # ---------------------------------------------------------------- configuration
 
 
-def repo_config(settings: Settings, *, project: str = PROJECT) -> RepoConfig:
-    """The Feast configuration for ``settings``: the single place the online store is chosen."""
+def repo_config(
+    settings: Settings,
+    *,
+    project: str = PROJECT,
+    redis_batch: bool = False,
+    redis_overwrite: bool = False,
+) -> RepoConfig:
+    """The Feast configuration for ``settings``: the single place the online store is chosen.
+
+    Redis sockets time out (features/online_store.py): by default after
+    ``settings.push_timeout_ms`` with no client retries (the request path: serving's reads and
+    pushes); with ``redis_batch`` after ``BATCH_REDIS_TIMEOUT_S`` with redis-py's retries
+    (apply, materialize). ``redis_overwrite`` turns off Feast's Redis rule that skips a write
+    not newer than the stored row (materialization replaces a row stamped in the future).
+    """
     from feast import RepoConfig
+
+    from features.online_store import bounded_redis_connection_string
 
     if settings.feast_online_store == "sqlite":
         online_store: dict[str, Any] = {
@@ -159,7 +177,14 @@ def repo_config(settings: Settings, *, project: str = PROJECT) -> RepoConfig:
             "path": str(settings.feast_dir / "online_store.db"),
         }
     elif settings.feast_online_store == "redis":
-        online_store = {"type": "redis", "connection_string": settings.redis_connection_string}
+        timeout_s = BATCH_REDIS_TIMEOUT_S if redis_batch else settings.push_timeout_ms / 1000.0
+        online_store = {
+            "type": "redis",
+            "connection_string": bounded_redis_connection_string(
+                settings.redis_connection_string, timeout_s, retries=redis_batch
+            ),
+            "skip_dedup": redis_overwrite,
+        }
     else:
         raise ValueError(
             f"feast_online_store must be 'sqlite' or 'redis', got {settings.feast_online_store!r}"
@@ -175,16 +200,30 @@ def repo_config(settings: Settings, *, project: str = PROJECT) -> RepoConfig:
     )
 
 
-def feature_store(settings: Settings, *, project: str = PROJECT) -> FeatureStore:
+def feature_store(
+    settings: Settings,
+    *,
+    project: str = PROJECT,
+    redis_batch: bool = False,
+    redis_overwrite: bool = False,
+) -> FeatureStore:
     """A FeatureStore on ``settings``' registry and online store.
 
     Building one reads the registry; long-lived callers (serving) build it once and pass it to
     :func:`read_user_features`. ``project`` exists so that tests sharing one Redis stay apart.
+    A SQLite online store reopens its file when it is replaced or deleted while the store lives;
+    Redis options: :func:`repo_config`.
     """
     from feast import FeatureStore
 
+    from features.online_store import reopen_replaced_sqlite
+
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
-    return FeatureStore(repo_path=str(REPO_DIR), config=repo_config(settings, project=project))
+    config = repo_config(settings, project=project, redis_batch=redis_batch,
+                         redis_overwrite=redis_overwrite)
+    store = FeatureStore(repo_path=str(REPO_DIR), config=config)
+    reopen_replaced_sqlite(getattr(store._get_provider(), "online_store", None))
+    return store
 
 
 def feast_cli_env(settings: Settings) -> dict[str, str]:
@@ -269,7 +308,7 @@ def apply_feature_repo(settings: Settings, *, project: str = PROJECT) -> list[st
     from feast.repo_operations import apply_total_with_repo_instance
 
     repo = _repo_contents(_load_definitions(settings.feature_data_dir), project)
-    store = feature_store(settings, project=project)
+    store = feature_store(settings, project=project, redis_batch=True)
     apply_total_with_repo_instance(
         store, project, store.registry, repo, skip_source_validation=False
     )
@@ -304,32 +343,49 @@ def materialize(
     the one stored online (Feast's SQLite store would overwrite a newer value when an older
     interval is re-materialized after a newer one, and a pushed, fresher list must survive a
     re-run of last night). An equal timestamp is rewritten, so a rebuilt mart corrects a row.
+    A stored timestamp later than now + ``settings.max_future_skew_minutes`` is not trusted (no
+    real event is stamped there; a bad clock or a poisoned push is): such a row is overwritten,
+    on Redis past Feast's own newer-wins check, instead of freezing the entity for good.
     Each view is written with Feast's ``write_to_online_store`` in one batch: on SQLite one
     transaction, on Redis one HSET per entity, so a concurrent reader sees an entity's old row
     or its new one, never a mix.
 
     Returns ``{"start", "end", "online_store", "feature_views": {name: {"rows", "entities",
-    "written"}}}``: source rows in the interval, distinct entities among them, entities written.
+    "written", "replaced_future"}}}``: source rows in the interval, distinct entities among
+    them, entities written, and of those the ones whose online row was stamped in the future.
     """
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError("start and end must be timezone-aware (the data is in UTC)")
     if start >= end:
         raise ValueError(f"empty interval: start {start} is not before end {end}")
 
-    store = feature_store(settings, project=project)
+    store = feature_store(settings, project=project, redis_batch=True)
     views = store.list_feature_views()
     if not views:
         raise RuntimeError(f"no feature views in project {project}: apply the repo first")
     if feature_views is not None:
         views = [view for view in views if view.name in set(feature_views)]
 
+    trusted_until = datetime.now(timezone.utc) + timedelta(minutes=settings.max_future_skew_minutes)
+    overwriting_store = None
     summary = {}
     for view in sorted(views, key=lambda v: v.name):
         rows, latest = _latest_rows(view, start, end)
-        fresh = _not_older_than_online(store, view, latest)
+        fresh, over_future = _not_older_than_online(store, view, latest, trusted_until)
         if len(fresh):
             store.write_to_online_store(view.name, fresh, allow_registry_cache=True)
-        summary[view.name] = {"rows": rows, "entities": len(latest), "written": len(fresh)}
+        if len(over_future):
+            logger.warning("%s: %d entities had an online row stamped after %s; overwriting it",
+                           view.name, len(over_future), trusted_until.isoformat())
+            if store.config.online_store.type == "redis" and overwriting_store is None:
+                overwriting_store = feature_store(settings, project=project, redis_overwrite=True,
+                                                  redis_batch=True)
+            # SQLite's write replaces whatever is stored; Redis needs its newer-wins check off.
+            (overwriting_store or store).write_to_online_store(
+                view.name, over_future, allow_registry_cache=True)
+        summary[view.name] = {"rows": rows, "entities": len(latest),
+                              "written": len(fresh) + len(over_future),
+                              "replaced_future": len(over_future)}
         logger.info("materialized %s [%s, %s): %s", view.name, start, end, summary[view.name])
     return {
         "start": start.isoformat(),
@@ -398,17 +454,22 @@ def online_timestamps(store: FeatureStore, view: Any, keys: list[list[Any]]) -> 
     return [_utc(ts) if values else None for ts, values in rows]
 
 
-def _not_older_than_online(store: FeatureStore, view: Any, latest: Any) -> Any:
+def _not_older_than_online(
+    store: FeatureStore, view: Any, latest: Any, trusted_until: datetime
+) -> tuple[Any, Any]:
+    """(rows to write as usual, rows replacing an online row stamped after ``trusted_until``);
+    a row older than a trusted online row is in neither."""
     if latest.empty:
-        return latest
+        return latest, latest
     join_keys = [column.name for column in view.entity_columns]
     keys = latest[join_keys].astype(str).values.tolist()
     stored = online_timestamps(store, view, keys)
-    keep = [
-        online is None or _utc(row_ts) >= online
-        for row_ts, online in zip(latest[TIMESTAMP_FIELD], stored)
-    ]
-    return latest[keep].reset_index(drop=True)
+    keep, over_future = [], []
+    for row_ts, online in zip(latest[TIMESTAMP_FIELD], stored):
+        untrusted = online is not None and online > trusted_until
+        keep.append(not untrusted and (online is None or _utc(row_ts) >= online))
+        over_future.append(untrusted)
+    return latest[keep].reset_index(drop=True), latest[over_future].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------- online reads

@@ -155,7 +155,7 @@ def precompute(settings: Settings, k: int | None = None) -> dict[str, Any]:
         raise RuntimeError("no champion to precompute with: promote a model first")
     model, version = loaded
     users = active_user_ids(settings)
-    store = feature_store(settings)
+    store = feature_store(settings, redis_batch=True)  # nightly batch work: batch timeouts and retries
 
     def lists():
         for start in range(0, len(users), CHUNK):

@@ -7,11 +7,25 @@ Robustness rules (a request never gets a 5xx once a champion is loaded):
 * the Feast read runs on the event loop (Redis, natively async) or in a worker thread (SQLite,
   whose file lock would otherwise block the loop) and is given up after ``feature_timeout_ms``
   (``fallback_reason="feature_store_timeout"``); an error from it gives ``feature_store_error``;
-* a user without online features gets ``unknown_user``; an exception from the model
-  ``model_error``; every fallback answers the champion's training-period popular items, is
-  logged and counted (``recsys_fallbacks_total{reason}``);
+* the timeout measures the store, not a busy loop: single-user forwards run on the loop one per
+  loop pass (:func:`serving.overload.forward_turn`), so replies are read between two forwards; a
+  threaded read that finished is used even when the loop noticed it after the deadline;
+* a batch (read, forward, answers and its JSON) runs in a pool of ``serving_batch_workers``
+  threads, off the event loop, so ``/health`` and single requests answer during a batch flood;
+* a user without online features gets ``unknown_user``; one whose recent items are all unknown
+  to the model ``no_known_items``; an exception from the model ``model_error``; every fallback
+  answers the champion's training-period popular items (``source: "popularity"``), is logged
+  and counted (``recsys_fallbacks_total{reason}``);
 * the champion is swapped as one tuple, so a request sees one version, never a mix; a version
   that fails to load or to answer a smoke request is refused and the old one keeps serving.
+
+Trust (the alias alone never makes a version live): a version is loaded only when its signed
+decision record passed (or a person forced it) and names the digest of the very file loaded
+(:func:`training.decision_record.verify_servable`); anything else is refused, reported in
+``/health`` (``champion_refused``) and ``/metrics``, and the current model keeps serving. Each
+verified version is kept on local disk (:mod:`serving.last_good`); when the champion cannot be
+loaded at start, that copy serves and ``/health`` says ``degraded`` until the registry's
+champion loads.
 """
 
 from __future__ import annotations
@@ -29,6 +43,7 @@ log = logging.getLogger(__name__)
 
 # A batch reads all its users in one Feast call, given this many times the single-read timeout.
 BATCH_TIMEOUT_FACTOR = 10
+_BATCH_POOL_LOCK = threading.Lock()
 
 
 @dataclass
@@ -88,8 +103,20 @@ def answer(model, version: str | None, user_id: str, k: int, features: dict[str,
     recent = list((features or {}).get("recent_item_ids") or [])
     if not recent:
         return popularity_answer(model, version, user_id, k, "unknown_user")
+    if not model.encode_history(recent):
+        # The model would rank its popular items for this history: say so, not "model".
+        rec = popularity_answer(model, version, user_id, k, "no_known_items")
+        rec.recent_item_ids = recent
+        return rec
     # The model applies its own seen-item rule (recorded with it at training time).
     return model_answer(model, version, user_id, recent, model.recommend(recent, k))
+
+
+def _has_known_items(model, recent: list[str]) -> bool:
+    try:
+        return bool(model.encode_history(recent))
+    except Exception:  # noqa: BLE001 - answer() raises it again and the user gets model_error
+        return False
 
 
 class RecommendationService:
@@ -97,6 +124,7 @@ class RecommendationService:
 
     def __init__(self, settings: Settings, metrics=None):
         from features.store import feature_store
+        from serving.champion import Champion
         from serving.metrics import ServingMetrics
 
         self.settings = settings
@@ -104,9 +132,9 @@ class RecommendationService:
         self._store = feature_store(settings)
         # Feature reads run here so that a hung online store costs a thread, not the request.
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="features")
-        self._reload_lock = threading.Lock()
-        self._state: tuple[Any, str | None] = (None, None)  # (model, version), swapped as one
-        self.refused: dict[str, str] = {}  # version -> why it was refused
+        # The served model and the only way one gets there (a verified load): serving.champion.
+        self.champion = Champion(settings, self.metrics, on_swap=self._forget_reader)
+        self.refused = self.champion.refused  # version -> why it was refused
         self._precomputed = None
         self._reader = None
         self._async_loop = None  # the event loop the online store's async client belongs to
@@ -116,7 +144,7 @@ class RecommendationService:
             from serving.precompute import open_store
 
             self._precomputed = open_store(settings, timeout_s=self.timeout_s)
-        self.reload_champion()
+        self.champion.start()
         self._warm_up()
 
     @property
@@ -137,6 +165,19 @@ class RecommendationService:
         return self.settings.feature_timeout_ms / 1000.0
 
     @property
+    def _state(self) -> tuple[Any, str | None]:
+        """(model, version), swapped as one."""
+        return self.champion.state
+
+    @property
+    def health(self) -> dict[str, Any]:
+        """The ``/health`` body: a snapshot replaced on every change, so reading it never waits."""
+        return self.champion.health
+
+    def _forget_reader(self) -> None:
+        self._reader = None  # re-resolve the feature views on the next read
+
+    @property
     def model_version(self) -> str | None:
         return self._state[1]
 
@@ -147,50 +188,27 @@ class RecommendationService:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        batch_pool = getattr(self, "_batch_pool", None)
+        if batch_pool is not None:
+            batch_pool.shutdown(wait=False, cancel_futures=True)
 
     # ---------------------------------------------------------------- champion
 
     def reload_champion(self, force: bool = False) -> dict[str, Any]:
-        """Load the registry's current champion if it is not the one served; keep the old one
-        when there is none or it fails to load. ``force`` retries a version refused before."""
-        from training.recommender import ModelLoadError, champion_version, load_registered_version
-
-        with self._reload_lock:  # the poller and POST /admin/reload never load twice at once
-            before = self.model_version
-            try:
-                target = champion_version(self.settings)
-            except Exception as exc:  # noqa: BLE001 - registry unreachable: keep serving
-                log.error("cannot read the champion alias: %s", exc)
-                return {"model_version": before, "changed": False, "error": f"registry: {exc}"}
-            if target is None:
-                if before is None:
-                    log.warning("no champion in the registry yet")
-                return {"model_version": before, "changed": False, "error": None}
-            if target == before:
-                return {"model_version": before, "changed": False, "error": None}
-            if target in self.refused and not force:
-                return {"model_version": before, "changed": False, "error": self.refused[target]}
-            try:
-                model = load_registered_version(self.settings, target)  # fully, smoke-tested
-            except ModelLoadError as exc:
-                self.refused[target] = str(exc)
-                self.metrics.reloads.labels(outcome="refused").inc()
-                log.error("refused champion v%s, still serving v%s: %s", target, before, exc)
-                return {"model_version": before, "changed": False, "error": str(exc)}
-            self._state = (model, target)  # one assignment: atomic for every reader
-            self._reader = None  # re-resolve the feature views on the next read
-            self.refused.pop(target, None)
-            self.metrics.reloads.labels(outcome="swapped").inc()
-            self.metrics.serving(model.model_name, target)
-            log.info("serving champion v%s (%s), was v%s", target, model.model_name, before)
-            return {"model_version": target, "changed": True, "error": None, "previous_version": before}
+        """Load the registry's current champion if it is not the one served and its signed
+        decision record lets it serve; keep the current model otherwise. ``force`` retries a
+        version refused before (see :meth:`serving.champion.Champion.reload`)."""
+        return self.champion.reload(force=force)
 
     # ---------------------------------------------------------------- requests
 
     def _current(self):
         model, version = self._state
         if model is None:
-            raise NoChampion("no champion model has been promoted yet; run the nightly DAG")
+            from serving.champion import NO_PROMOTION_YET
+
+            reason = self.champion.health.get("reason") or NO_PROMOTION_YET
+            raise NoChampion(reason if reason.startswith("no champion") else f"no champion model can be served: {reason}")
         return model, version
 
     def _read(self, user_ids: list[str]) -> dict[str, dict[str, Any] | None]:
@@ -223,12 +241,15 @@ class RecommendationService:
         return reader if self._async_loop is loop else None
 
     def _fallback(self, model, version, user_id: str, k: int, reason: str, detail: str = "") -> Recommendation:
+        self._count_fallback(reason, user_id, detail)
+        return popularity_answer(model, version, user_id, k, reason)
+
+    def _count_fallback(self, reason: str, user_id: str, detail: str = "") -> None:
         self.metrics.fallbacks.labels(reason=reason).inc()
-        if reason == "unknown_user":
+        if reason in ("unknown_user", "no_known_items"):  # what the data says, not a fault
             log.debug("fallback %s for user %r", reason, user_id)
         else:
             log.warning("fallback %s for user %r: %s", reason, user_id, detail)
-        return popularity_answer(model, version, user_id, k, reason)
 
     def _lookup_precomputed(self, version: str, user_id: str, k: int) -> list | None:
         if self._precomputed is None:
@@ -249,13 +270,14 @@ class RecommendationService:
                 features: dict[str, Any] | None, error: FeatureReadFailed | None) -> Recommendation:
         if error is not None:
             return self._fallback(model, version, user_id, k, error.reason, str(error))
-        if not (features or {}).get("recent_item_ids"):
-            return self._fallback(model, version, user_id, k, "unknown_user")
         try:
-            return answer(model, version, user_id, k, features)
+            rec = answer(model, version, user_id, k, features)
         except Exception as exc:  # noqa: BLE001 - a model bug must not become a 5xx
             log.exception("model v%s failed for user %r", version, user_id)
             return self._fallback(model, version, user_id, k, "model_error", repr(exc))
+        if rec.fallback:
+            self._count_fallback(rec.fallback_reason, user_id)
+        return rec
 
     def _precomputed_answer(self, model, version, user_id, k) -> Recommendation | None:
         stored = self._lookup_precomputed(version, user_id, k)
@@ -271,16 +293,20 @@ class RecommendationService:
         pre = self._precomputed_answer(model, version, user_id, k)
         if pre is not None:
             return pre
-        features, error = None, None
-        future = self._pool.submit(self._read, [user_id])
+        found, error = self._read_within([user_id], self.timeout_s)
+        return self._finish(model, version, user_id, k, None if found is None else found.get(user_id), error)
+
+    def _read_within(self, user_ids: list[str], timeout_s: float):
+        """(features by user, None) or (None, why): the read in the pool, given up after
+        ``timeout_s`` (the thread stays with a hung store; the caller does not)."""
+        future = self._pool.submit(self._read, user_ids)
         try:
-            features = future.result(timeout=self.timeout_s).get(user_id)
+            return future.result(timeout=timeout_s), None
         except concurrent.futures.TimeoutError:
             future.cancel()
-            error = FeatureReadFailed("feature_store_timeout", f"no answer within {self.timeout_s * 1000:.0f} ms")
+            return None, FeatureReadFailed("feature_store_timeout", f"no answer within {timeout_s * 1000:.0f} ms")
         except Exception as exc:  # noqa: BLE001
-            error = FeatureReadFailed("feature_store_error", repr(exc))
-        return self._finish(model, version, user_id, k, features, error)
+            return None, FeatureReadFailed("feature_store_error", repr(exc))
 
     async def _aread(self, user_ids: list[str], timeout_s: float):
         reader = self._async_reader()
@@ -293,6 +319,12 @@ class RecommendationService:
                 future = self._pool.submit(self._read, user_ids)
                 return await asyncio.wrap_future(future), None
         except TimeoutError:
+            if future is not None and future.done() and not future.cancelled():
+                # The thread has the answer; only this loop, busy, saw it after the deadline.
+                try:
+                    return future.result(), None
+                except Exception as exc:  # noqa: BLE001
+                    return None, FeatureReadFailed("feature_store_error", repr(exc))
             if future is not None:
                 future.cancel()
             return None, FeatureReadFailed("feature_store_timeout", f"no answer within {timeout_s * 1000:.0f} ms")
@@ -306,12 +338,39 @@ class RecommendationService:
             return pre
         found, error = await self._aread([user_id], self.timeout_s)
         features = None if found is None else found.get(user_id)
-        # The forward pass runs on the event loop: ~1 ms for the served models, cheaper than a
-        # second thread hop on a small machine.
+        if error is None and (features or {}).get("recent_item_ids"):
+            # The forward runs on the event loop (cheaper than a thread hop for one user), in
+            # turn: one per loop pass, so other requests' replies are read in between.
+            from serving.overload import forward_turn
+
+            await forward_turn()
         return self._finish(model, version, user_id, k, features, error)
 
+    def _batch_executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        pool = getattr(self, "_batch_pool", None)
+        if pool is None:
+            with _BATCH_POOL_LOCK:  # two test clients (two loops, two threads) may race here
+                pool = getattr(self, "_batch_pool", None)
+                if pool is None:
+                    pool = self._batch_pool = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=max(1, self.settings.serving_batch_workers), thread_name_prefix="batch")
+        return pool
+
     async def arecommend_many(self, user_ids: list[str], k: int) -> list[Recommendation]:
-        """Many users: one Feast read, one batched forward pass, per-user fallbacks."""
+        """:meth:`recommend_many` in the batch pool: the event loop only waits for it."""
+        self._current()  # NoChampion at once
+        return await asyncio.wrap_future(self._batch_executor().submit(self.recommend_many, user_ids, k))
+
+    async def arecommend_many_body(self, user_ids: list[str], k: int) -> bytes:
+        """The batch route's JSON body, answers and encoding both in the batch pool."""
+        from serving.overload import batch_body
+
+        self._current()
+        return await asyncio.wrap_future(self._batch_executor().submit(
+            lambda: batch_body(self.recommend_many(user_ids, k))))
+
+    def recommend_many(self, user_ids: list[str], k: int) -> list[Recommendation]:
+        """Many users, blocking: one Feast read, one batched forward pass, per-user fallbacks."""
         model, version = self._current()
         out: dict[str, Recommendation] = {}
         todo = []
@@ -322,15 +381,18 @@ class RecommendationService:
             else:
                 todo.append(user_id)
         if todo:
-            found, error = await self._aread(todo, self.timeout_s * BATCH_TIMEOUT_FACTOR)
+            found, error = self._read_within(todo, self.timeout_s * BATCH_TIMEOUT_FACTOR)
+            if error is not None:
+                out |= self._batch_fallback(model, version, todo, k, error.reason, str(error))
+                todo = []
             histories = {}
             for user_id in todo:
-                features = None if found is None else found.get(user_id)
+                features = found.get(user_id)
                 recent = list((features or {}).get("recent_item_ids") or [])
-                if error is not None or not recent:
-                    out[user_id] = self._finish(model, version, user_id, k, features, error)
-                else:
+                if recent and _has_known_items(model, recent):
                     histories[user_id] = recent
+                else:  # a fallback, with its reason
+                    out[user_id] = self._finish(model, version, user_id, k, features, None)
             if histories:
                 try:
                     ranked = model.recommend_many(list(histories.values()), k)
@@ -338,6 +400,12 @@ class RecommendationService:
                         out[user_id] = model_answer(model, version, user_id, recent, items)
                 except Exception as exc:  # noqa: BLE001
                     log.exception("model v%s failed on a batch of %d users", version, len(histories))
-                    for user_id in histories:
-                        out[user_id] = self._fallback(model, version, user_id, k, "model_error", repr(exc))
+                    out |= self._batch_fallback(model, version, list(histories), k, "model_error", repr(exc))
         return [out[user_id] for user_id in user_ids]
+
+    def _batch_fallback(self, model, version, user_ids: list[str], k: int, reason: str,
+                        detail: str) -> dict[str, Recommendation]:
+        """The same fallback for many users: counted for each, logged once."""
+        self.metrics.fallbacks.labels(reason=reason).inc(len(user_ids))
+        log.warning("fallback %s for a batch of %d users: %s", reason, len(user_ids), detail)
+        return {user_id: popularity_answer(model, version, user_id, k, reason) for user_id in user_ids}

@@ -1,11 +1,15 @@
 """Following the registry's champion without a restart.
 
 A daemon thread asks the registry every ``RECSYS_CHAMPION_POLL_SECONDS`` which version carries
-the ``champion`` alias (one cheap metadata call). When it changed, the service downloads and loads
-the new version fully, smoke-tests it, and only then swaps it in (one atomic assignment); a version
-that fails is refused, logged and counted (``recsys_model_reloads_total{outcome="refused"}``) and
-the old one keeps serving. The poller does not retry a refused version; ``POST /admin/reload``
-(called after a promotion or a rollback) checks at once and retries it.
+the ``champion`` alias (one cheap metadata call). When it changed, or when the model served is
+not the champion (``degraded``: the last good local copy after a start without the registry),
+the service downloads the version, checks it against its signed decision record, loads and
+smoke-tests it, and only then swaps it in (one atomic assignment; see :mod:`serving.champion`).
+A version that fails is refused, logged and counted (``recsys_model_reloads_total{outcome=
+"refused"}``, ``recsys_champion_refused{version}``) and the old one keeps serving. The poller
+retries a refused version only when its decision record tags change (a rollback that forces
+it); ``POST /admin/reload`` (called after a promotion or a rollback) checks at once and retries
+it. A registry that cannot be reached is asked again on the next poll.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ FIELDS = {"metric", "value", "unit", "dataset", "model", "baseline", "command", 
 
 
 def a_run() -> dict:
-    load = {"rate": 200.0, "requests": 2000, "ok": 2000, "errors": 0, "fallbacks": 0, "throughput": 199.0,
+    load = {"rate": 200.0, "requests": 2000, "ok": 2000, "errors": 0, "fallbacks": 0, "feature_timeouts": 0, "throughput": 199.0,
             "p50": 3.0, "p99": 6.0, "max": 9.0, "service_p50": 2.0, "service_p99": 4.0, "server_mean": 1.1}
     floor = {"feature_read": {"p50": 0.2, "p99": 0.5, "mean": 0.3},
              "model_forward": {"p50": 0.8, "p99": 1.5, "mean": 0.9},

@@ -138,7 +138,9 @@ def test_repo_config_switches_online_store_by_setting(tmp_path: Path) -> None:
         Settings(home=tmp_path, feast_online_store="redis", redis_connection_string="h:1,db=3")
     )
     assert redis.online_store.type == "redis"
-    assert redis.online_store.connection_string == "h:1,db=3"
+    # bounded sockets, no client retries (features/online_store.py): the request path's default
+    assert redis.online_store.connection_string == (
+        "h:1,db=3,socket_timeout=1,socket_connect_timeout=1,retry=null")
     assert redis.registry.path == sqlite.registry.path
 
     with pytest.raises(ValueError, match="feast_online_store"):
@@ -217,8 +219,12 @@ def test_apply_registers_the_repo_idempotently(
 def test_sqlite_online_roundtrip(applied: Settings) -> None:
     summary = feature_ops.materialize(applied, DAY0, DAY3)
     assert summary["online_store"] == "sqlite"
-    assert summary["feature_views"]["user_recent_items"] == {"rows": 3, "entities": 2, "written": 2}
-    assert summary["feature_views"]["item_popularity"] == {"rows": 3, "entities": 3, "written": 3}
+    assert summary["feature_views"]["user_recent_items"] == {
+        "rows": 3, "entities": 2, "written": 2, "replaced_future": 0
+    }
+    assert summary["feature_views"]["item_popularity"] == {
+        "rows": 3, "entities": 3, "written": 3, "replaced_future": 0
+    }
     assert (applied.feast_dir / "online_store.db").is_file()
 
     store = feature_ops.feature_store(applied)
@@ -242,8 +248,12 @@ def test_materialize_interval_is_half_open(applied: Settings) -> None:
 
     # u1's later row lies exactly on the end of the interval: not part of it.
     summary = feature_ops.materialize(applied, DAY0, U1_LATEST)
-    assert summary["feature_views"]["user_recent_items"] == {"rows": 2, "entities": 2, "written": 2}
-    assert summary["feature_views"]["item_popularity"] == {"rows": 2, "entities": 2, "written": 2}
+    assert summary["feature_views"]["user_recent_items"] == {
+        "rows": 2, "entities": 2, "written": 2, "replaced_future": 0
+    }
+    assert summary["feature_views"]["item_popularity"] == {
+        "rows": 2, "entities": 2, "written": 2, "replaced_future": 0
+    }
     assert feature_ops.read_user_features(store, ["u1"])["u1"]["recent_item_ids"] == ["i1", "i2"]
     items = store.get_online_features(
         features=["item_popularity:n_events_7d"], entity_rows=[{"item_id": "i3"}]

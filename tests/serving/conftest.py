@@ -88,7 +88,8 @@ def train_and_promote(settings: Settings, model_name: str = "sasrec", epochs: in
 
 def make_settings(home, **overrides) -> Settings:
     """Serving settings for tests: no poller unless asked, a timeout a busy 2-core CI box meets."""
-    base = Settings(home=home, max_sequence_length=20, champion_poll_seconds=0, feature_timeout_ms=2000)
+    base = Settings(home=home, max_sequence_length=20, champion_poll_seconds=0, feature_timeout_ms=2000,
+                    push_timeout_ms=10_000)
     return dataclasses.replace(base, **overrides)
 
 

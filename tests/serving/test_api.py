@@ -43,7 +43,10 @@ def service(app):
 
 
 def test_health_names_the_champion(client):
-    assert client.get("/health").json() == {"status": "ok", "model_name": "sasrec", "model_version": "1"}
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "model_name": "sasrec", "model_version": "1",
+                               "served_from": "registry", "reason": None, "champion_refused": None}
 
 
 def test_known_user_gets_unseen_items_from_the_champion(client, served, world):
@@ -151,6 +154,8 @@ def test_openapi_states_the_limits(client):
     assert batch["additionalProperties"] is False
     assert batch["properties"]["user_ids"]["maxItems"] == MAX_BATCH_USERS
     assert batch["properties"]["k"]["maximum"] == MAX_K
+    for path, method in (("/recommendations/{user_id}", "get"), ("/recommendations/batch", "post")):
+        assert "429" in schema["paths"][path][method]["responses"]  # shed under overload
 
 
 def test_metrics_expose_requests_latency_fallbacks_and_model(client):
@@ -163,6 +168,9 @@ def test_metrics_expose_requests_latency_fallbacks_and_model(client):
     assert 'recsys_request_latency_seconds_bucket{endpoint="/recommendations/{user_id}",le="0.02"}' in text
     assert 'recsys_fallbacks_total{reason="unknown_user"}' in text
     assert 'recsys_fallbacks_total{reason="feature_store_timeout"}' in text
+    assert 'recsys_fallbacks_total{reason="no_known_items"}' in text
+    assert 'recsys_shed_requests_total{endpoint="/recommendations/batch"}' in text
+    assert "recsys_requests_in_flight" in text
     assert 'recsys_model_info{model_name="sasrec",model_version="1"} 1.0' in text
 
 
@@ -187,7 +195,8 @@ def test_precomputed_mode_serves_stored_lists_and_falls_back_to_live(served, cli
 def test_without_a_champion_the_api_says_so(tmp_path, world):
     settings = world.settings(tmp_path / "empty")
     with TestClient(create_app(settings)) as client:
-        assert client.get("/health").json()["status"] == "no_model"
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "no_model"
         response = client.get("/recommendations/u000")
         assert response.status_code == 503 and "no champion" in response.json()["detail"]
 
