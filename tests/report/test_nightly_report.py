@@ -33,6 +33,9 @@ def nights(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("RECSYS_HOME", str(home))
     mp.setenv("RECSYS_SPARK_MASTER", "local[2]")
+    # 300 users give about a hundred test examples: below the production evidence floor, and the
+    # good night must promote for the report to show a champion's samples.
+    mp.setenv("RECSYS_MIN_EVAL_EXAMPLES", "20")
     settings = Settings.from_env()
     subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], check=True,
                    capture_output=True)

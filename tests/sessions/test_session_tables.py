@@ -327,6 +327,7 @@ SPARK_CHILD = textwrap.dedent("""
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # dbt on a Spark session takes minutes on a 2-core CI box: make test-all
 def test_spark_target_builds_the_same_tables(built, tmp_path):
     duck_settings, *_ = built
     home = tmp_path / "spark-home"
