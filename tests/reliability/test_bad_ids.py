@@ -61,19 +61,6 @@ BAD = CONTROL + SEPARATORS + TOO_LONG
 
 
 @pytest.fixture(scope="module")
-def spark(tmp_path_factory: pytest.TempPathFactory):
-    from ingest.spark import spark_session
-    from pipeline.settings import Settings
-
-    # One home for both reliability modules' sessions: the line parser's jar is built once.
-    home = tmp_path_factory.getbasetemp() / "reliability-spark-home"
-    session = spark_session(Settings(home=home, spark_master="local[2]", spark_driver_memory="1g"))
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
-
-
-@pytest.fixture(scope="module")
 def ingested(spark, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The reconciliation record, quarantine rows and lake rows of one day holding every case."""
     from ingest.ingest_day import ingest_arrival_day

@@ -4,33 +4,12 @@ why with the paired test's numbers. Real MLflow registry (SQLite under tmp_path)
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 
-from tests.registry_fixtures import registry_template, start_from_template  # noqa: F401 - a fixture
-from tests.training.conftest import DAY1, ring_rows, write_user_sequences
-
-TINY_SASREC = {"d_model": 32, "n_heads": 2, "n_layers": 1, "dropout": 0.1}
-
-
-@pytest.fixture(scope="module")
-def ring_warehouse(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ring") / "warehouse.duckdb"
-    write_user_sequences(path, ring_rows())
-    return path
-
-
-@pytest.fixture
-def ring(settings, ring_warehouse, registry_template):
-    """A home with the synthetic ring's warehouse and an empty model registry."""
-    settings = dataclasses.replace(settings, max_sequence_length=20, seed=7, min_eval_examples=20)
-    settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(ring_warehouse, settings.warehouse_path)
-    return start_from_template(settings, registry_template)
+from tests.reliability.conftest import TINY_SASREC
+from tests.training.conftest import DAY1
 
 
 def run_night(settings, day):
