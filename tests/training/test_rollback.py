@@ -4,8 +4,8 @@ a rollback is followed without a restart, a corrupt version never becomes live."
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -14,6 +14,7 @@ import pytest
 from training.promote import apply_decision, decide_promotion
 from training.recommender import champion_version
 from training.rollback import RollbackRefused, main as rollback_cli, rollback
+from tests.reliability.serving_registry import wait_for as poll_until
 from training.train import CHECKPOINT_FILE, mlflow_client, train_and_log
 
 
@@ -28,13 +29,8 @@ def corrupt_registered_artifact(settings, version: str) -> None:
     path.write_bytes(b"\x00 not a checkpoint")
 
 
-def wait_for(predicate, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+# The shared poller, with this module's hang guard.
+wait_for = functools.partial(poll_until, timeout_s=10.0)
 
 
 @pytest.fixture
