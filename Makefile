@@ -20,6 +20,7 @@ demo: $(STAMP)
 
 ## The test suite (what CI runs); the multi-minute stack tests are in test-all
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q -m "not heavy"
 
 ## Everything, including the stack tests marked heavy (Airflow UI in Chromium, Spark standalone

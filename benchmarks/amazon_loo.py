@@ -189,7 +189,7 @@ def run_model(
     work_dir: Path, progress: bool | None, config_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train + evaluate one model; its figures (test metrics of the validation-selected epoch)."""
-    from pipeline.settings import Settings
+    from core.settings import Settings
     from training.config import TrainConfig
     from training.train import train_model
 

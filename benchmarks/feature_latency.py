@@ -170,7 +170,7 @@ def _direct_redis(settings: Any, project: str, views: dict[str, list[str]]) -> C
 
 def bench_store(kind: str, args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     from features import store as ops
-    from pipeline.settings import Settings
+    from core.settings import Settings
 
     settings = Settings(home=work / kind, max_sequence_length=args.k, feast_online_store=kind,
                         redis_connection_string=args.redis)

@@ -363,7 +363,7 @@ def baseline_ingest(home: Path, arrival_date: date, threads: int | None = None) 
     import duckdb
 
     from ingest.schema import MAX_RAW_LINE_CHARS
-    from pipeline.settings import Settings
+    from core.settings import Settings
 
     settings = Settings.from_env().with_home(home)
     day = arrival_date.isoformat()
@@ -457,7 +457,7 @@ def _worker(argv: Sequence[str]) -> int:
         from ingest.ingest_day import ingest_arrival_day
         from ingest.line_parser import register
         from ingest.spark import spark_session
-        from pipeline.settings import Settings
+        from core.settings import Settings
 
         settings = Settings.from_env().with_home(args.home)
         imported = time.perf_counter()

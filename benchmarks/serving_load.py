@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import os
 import random
@@ -91,7 +90,8 @@ def build_state(settings, n_users: int, n_items: int, epochs: int) -> list[str]:
     import duckdb
 
     from features.store import apply_feature_repo, export_feature_data, materialize
-    from training.promote import apply_decision, decide_promotion
+    from registry.promotion import apply_decision, decide_promotion
+    from serving.smoke import serves_in_api_path
     from training.train import train_and_log
 
     rows = ring_rows(n_users, n_items)
@@ -121,11 +121,11 @@ def build_state(settings, n_users: int, n_items: int, epochs: int) -> list[str]:
     apply_feature_repo(settings)
     end = datetime(2026, 11, 11, tzinfo=timezone.utc)
     materialize(settings, end - timedelta(days=60), end)
-    from training.recommender import champion_version
+    from registry.versions import champion_version
 
     if champion_version(settings) is None:
         candidate = train_and_log(settings, RUN_DATE, "sasrec", epochs=epochs, lr=3e-3)
-        decision = decide_promotion(settings, RUN_DATE, candidate, gate_passed=True)
+        decision = decide_promotion(settings, RUN_DATE, candidate, gate_passed=True, serving_check=serves_in_api_path)
         apply_decision(settings, decision)
         if not decision.promote:
             raise RuntimeError(f"benchmark model not promoted: {decision.checks}")
@@ -154,7 +154,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 def floor_parts(settings, users: list[str]):
     """The reader and model the API uses, built and warmed as the API builds them."""
     from features.store import UserFeatureReader, feature_store
-    from training.recommender import load_champion
+    from registry.versions import load_champion
 
     import torch
 
@@ -420,7 +420,7 @@ def run_store(base, users: list[str], store: str, rates: list[float], duration: 
     settings = base
     if store == "redis":
         redis_process, port = start_private_redis(work)
-        settings = dataclasses.replace(base, feast_online_store="redis",
+        settings = base.replace(feast_online_store="redis",
                                        redis_connection_string=f"127.0.0.1:{port}")
         rematerialize(settings)
     try:
@@ -580,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pipeline.settings import Settings
+    from core.settings import Settings
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)

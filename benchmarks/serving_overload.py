@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import os
 import random
@@ -191,7 +190,7 @@ def rows_of(runs: dict[str, dict]) -> list[list[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pipeline.settings import Settings
+    from core.settings import Settings
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__,
@@ -217,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     users = load.build_state(settings, args.users, args.items, args.epochs)
     redis_process, redis_port = load.start_private_redis(work)
     try:
-        settings = dataclasses.replace(settings, feast_online_store="redis",
+        settings = settings.replace(feast_online_store="redis",
                                        redis_connection_string=f"127.0.0.1:{redis_port}")
         load.rematerialize(settings)
         revision = common.git_revision() or "this checkout"

@@ -70,7 +70,7 @@ def read_sessions(dataset: Dataset, data_dir: Path):
 
 def run(dataset_name: str, models: Sequence[str], *, epochs: int, max_minutes: float, data_dir: Path,
         work_dir: Path, command: str, hardware: dict[str, Any], date: str) -> tuple[list[dict], list[list]]:
-    from pipeline.settings import Settings
+    from core.settings import Settings
     from training.config import TrainConfig
     from training.protocol import LogFacts, build_split, choose_plan
     from training.train import train_model

@@ -11,7 +11,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from pipeline.alerts import on_task_failure
 from pipeline.assets import LAKE_EVENTS, SESSION_TABLES, record_asset_event
-from pipeline.logging_setup import task_stage_logs
+from core.logging_setup import task_stage_logs
 
 DOC = """
 ### Backfill of raw logs into the lake
@@ -66,7 +66,7 @@ alert record to `$RECSYS_HOME/alerts/<date>.jsonl`.
 )
 def backfill_recsys():
     def settings():
-        from pipeline.settings import Settings
+        from core.settings import Settings
 
         return Settings.from_env()
 

@@ -62,7 +62,7 @@ def import_public_log():
     @task
     def import_log() -> dict:
         from pipeline import imports
-        from pipeline.settings import Settings
+        from core.settings import Settings
 
         params = get_current_context()["params"]
         return imports.import_public_log(Settings.from_env(), params["format"], params["source"])

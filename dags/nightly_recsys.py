@@ -9,13 +9,10 @@ from datetime import date, datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task, teardown
 
+from core.names import AUTO_MODEL, MODEL_NAMES
 from pipeline.alerts import on_task_failure
 from pipeline.assets import LAKE_EVENTS, ONLINE_FEATURES, SESSION_TABLES, record_asset_event
-from pipeline.logging_setup import airflow_task_states, task_stage_logs
-
-# The registry in training.models (kept literal: importing it would load torch at every parse;
-# tests/dags checks the two agree).
-MODELS = ["sasrec", "bert4rec", "gru4rec", "hstu", "popularity", "covisitation", "sknn", "repeat"]
+from core.logging_setup import airflow_task_states, task_stage_logs
 
 DOC = """
 ### Nightly recommender pipeline
@@ -73,7 +70,7 @@ Logs of every stage are structured (`key=value`, or JSON with `RECSYS_LOG_FORMAT
             description="Arrival day to process (YYYY-MM-DD). Empty: the day before the run.",
         ),
         "model": Param(
-            "auto", enum=["auto", *MODELS], title="Model",
+            AUTO_MODEL, enum=[AUTO_MODEL, *MODEL_NAMES], title="Model",
             description="Candidate model to train; auto trains RECSYS_AUTO_MODELS and keeps the best on validation.",
         ),
         "protocol": Param(
@@ -111,7 +108,7 @@ Logs of every stage are structured (`key=value`, or JSON with `RECSYS_LOG_FORMAT
 )
 def nightly_recsys():
     def settings():
-        from pipeline.settings import Settings
+        from core.settings import Settings
 
         return Settings.from_env()
 

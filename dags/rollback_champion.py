@@ -19,7 +19,7 @@ path, otherwise the task **fails** and the alias stays where it was. Every attem
 `$RECSYS_HOME/decisions/rollback-<timestamp>.json`. Running APIs follow within
 `RECSYS_CHAMPION_POLL_SECONDS` (or at once after `POST /admin/reload`).
 
-Same as `python -m training.rollback --version N` / `--to-previous`.
+Same as `python -m registry.rollback --version N` / `--to-previous`.
 """
 
 
@@ -48,7 +48,7 @@ def rollback_champion():
     @task
     def rollback() -> dict:
         from pipeline import stages
-        from pipeline.settings import Settings
+        from core.settings import Settings
 
         params = get_current_context()["params"]
         version = params.get("version")

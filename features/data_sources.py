@@ -20,7 +20,7 @@ from features.store import (
     USER_EVENTS_PUSH_SOURCE,
     USER_FEATURES_FILE,
 )
-from pipeline.settings import Settings
+from core.settings import Settings
 
 
 def _feature_data_dir() -> Path:

@@ -47,7 +47,8 @@ from features.store import (
     _utc,
     feature_store,
 )
-from pipeline.settings import EVENT_TYPES, Settings
+from core.names import EVENT_TYPES
+from core.settings import Settings
 
 if TYPE_CHECKING:
     from feast import FeatureStore

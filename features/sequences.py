@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
-from pipeline.settings import Settings
+from core.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Operations on the Feast repo in this folder: export, apply, materialize and online reads.
 
-Every Feast object is configured from :class:`~pipeline.settings.Settings` through
+Every Feast object is configured from :class:`~core.settings.Settings` through
 :func:`repo_config`, so the online store is SQLite or Redis by setting alone
 (``Settings.feast_online_store``); ``feature_store.yaml`` mirrors the SQLite default for the
 ``feast`` CLI. ``.feastignore`` keeps this module out of ``feast apply``'s scan.
@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from pipeline.settings import Settings
+from core.settings import Settings
 
 if TYPE_CHECKING:
     from feast import FeatureStore, RepoConfig

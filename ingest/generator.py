@@ -40,7 +40,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ingest.schema import EMPTY_LINE, UNKNOWN_EVENT_TYPE, UNPARSEABLE, bad_type, missing_field
-from pipeline.settings import EVENT_TYPES
+from core.names import EVENT_TYPES
 
 VIEW, CLICK, ADD_TO_CART, PURCHASE = EVENT_TYPES
 FILE_STEM = "events-00000"

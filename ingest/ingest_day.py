@@ -68,8 +68,8 @@ from ingest.ids import FORBIDDEN_ID_CHARACTERS
 from ingest.line_parser import FUNCTION_NAME, register
 from ingest.raw_inventory import is_gzip, take_inventory
 from ingest.spark import spark_session
-from pipeline.errors import UserError
-from pipeline.settings import Settings
+from core.errors import UserError
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -1078,7 +1078,7 @@ def main(argv: list[str] | None = None) -> int:
     A day of the range without a raw folder is skipped (one warning each, and the summary line
     on stderr names them); ``--strict`` refuses such a range before ingesting anything.
     """
-    from pipeline.cli_errors import add_debug_flag, user_errors
+    from core.cli_errors import add_debug_flag, user_errors
 
     parser = argparse.ArgumentParser(description="Ingest arrival days of raw logs into the lake.")
     parser.add_argument("--date", type=date.fromisoformat, required=True, help="first arrival day")

@@ -27,7 +27,7 @@ import zipfile
 from pathlib import Path
 
 from ingest.schema import RAW_EVENT_FIELDS
-from pipeline.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

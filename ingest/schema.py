@@ -5,7 +5,10 @@ from __future__ import annotations
 from pyspark.sql.types import DateType, StringType, StructField, StructType, TimestampType
 
 from ingest.ids import ID_FIELDS, MAX_ID_LENGTH, invalid_id
-from pipeline.settings import EVENT_TYPES
+from core.names import (
+    BAD_ENCODING, CORRUPT_FILE, EMPTY_LINE, EVENT_TYPES, FUTURE_TIMESTAMP, LINE_TOO_LONG, TOO_OLD_TIMESTAMP,
+    TRUNCATED_FILE, UNKNOWN_EVENT_TYPE, UNPARSEABLE, bad_type, missing_field,
+)
 
 __all__ = [
     "EVENT_TYPES",
@@ -73,32 +76,3 @@ MAX_RAW_LINE_CHARS = 10_000
 # bytes; a line far beyond that is a broken export (a lost newline across a whole file, a binary
 # blob) and must neither be parsed nor held whole in memory: it is quarantined with a prefix.
 MAX_LINE_BYTES = 1 << 20
-
-# Quarantine reasons, machine-readable.
-EMPTY_LINE = "empty_line"
-UNPARSEABLE = "unparseable"
-UNKNOWN_EVENT_TYPE = "unknown_event_type"
-FUTURE_TIMESTAMP = "future_timestamp"
-TOO_OLD_TIMESTAMP = "too_old_timestamp"
-# The line's bytes are not UTF-8. Spark would read them with U+FFFD in place of the bad bytes,
-# which would put altered ids into the lake.
-BAD_ENCODING = "bad_encoding"
-# The line is longer than the line limit (MAX_LINE_BYTES unless the run sets another); the
-# quarantine keeps its first MAX_RAW_LINE_CHARS characters.
-LINE_TOO_LONG = "line_too_long"
-# A compressed file ends before its end marker (an upload cut short): its complete lines are
-# ingested, and what cannot be read (the cut line, the lost rest) is one record with this reason.
-TRUNCATED_FILE = "truncated_file"
-# A compressed file's data is damaged (not gzip, bad deflate data, CRC mismatch): as for a
-# truncated file, the lines before the damage are ingested and the rest is one record.
-CORRUPT_FILE = "corrupt_file"
-
-
-def missing_field(name: str) -> str:
-    """Reason for a required field that is absent, null or blank."""
-    return f"missing_field:{name}"
-
-
-def bad_type(name: str) -> str:
-    """Reason for a field whose JSON type (or, for ``event_time``, whose format) is wrong."""
-    return f"bad_type:{name}"

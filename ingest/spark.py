@@ -6,7 +6,7 @@ from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from ingest.line_parser import parser_jar
-from pipeline.settings import Settings
+from core.settings import Settings
 
 # A day of events is small; Spark's default of 200 shuffle partitions would mostly schedule
 # empty tasks and write tiny files. At 4, each of the dedup's tasks at 10M events sorted

@@ -1,1 +1,2 @@
-"""Glue of the nightly pipeline: settings and the stage functions the DAG calls."""
+"""Orchestration on the top floor: the stage functions the DAGs call, the demo, the DAG runner
+and the nightly report."""

@@ -18,8 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
-from pipeline.settings import Settings
+from core.errors import UserError
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

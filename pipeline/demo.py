@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.airflow_env import airflow_env
-from pipeline.settings import Settings
+from core.settings import Settings
 
 
 def _say(title: str) -> None:
@@ -53,7 +53,7 @@ def migrate_airflow(settings: Settings) -> None:
 
 
 def champion_version(settings: Settings) -> str | None:
-    from training.recommender import load_champion
+    from registry.versions import load_champion
 
     loaded = load_champion(settings)
     return None if loaded is None else str(loaded[1])

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

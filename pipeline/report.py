@@ -24,7 +24,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from pipeline.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def training_curves(settings: Settings, run_date: date) -> dict[str, Any] | None
     try:
         from mlflow.exceptions import MlflowException
 
-        from training.train import EXPERIMENT_NAME, mlflow_client
+        from training.tracking import EXPERIMENT_NAME, mlflow_client
 
         client = mlflow_client(settings)
         experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
@@ -127,7 +127,7 @@ def sample_recommendations(settings: Settings, run_date: date, n_users: int = 5,
     try:
         import duckdb
 
-        from training.recommender import load_champion
+        from registry.versions import load_champion
 
         with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
             rows = con.execute(

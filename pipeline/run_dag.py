@@ -29,8 +29,8 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from pipeline.errors import UserError
-from pipeline.settings import REPO_ROOT, Settings
+from core.errors import UserError
+from core.settings import REPO_ROOT, Settings
 
 DAG_ID = "nightly_recsys"
 FAILED_STATES = ("failed", "upstream_failed")
@@ -180,7 +180,7 @@ def tee_output(path: Path) -> Iterator[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.cli_errors import add_debug_flag, user_errors
+    from core.cli_errors import add_debug_flag, user_errors
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--date", required=True, type=date.fromisoformat)

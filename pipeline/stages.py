@@ -1,6 +1,6 @@
 """The nightly pipeline's stages, one function each, callable without a scheduler.
 
-Each stage takes the typed :class:`~pipeline.settings.Settings` and the run's date, does its work
+Each stage takes the typed :class:`~core.settings.Settings` and the run's date, does its work
 on the real tool (Spark, dbt, Great Expectations, Feast, PyTorch, MLflow) and returns a small
 JSON-serialisable summary, which Airflow keeps as the task's XCom. Every stage is idempotent for
 its date: re-running it rewrites the same outputs.
@@ -16,7 +16,7 @@ import logging
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
-from pipeline.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def build_sessions(
     ``full_refresh``. Rows of arrival days the gate rejected are left out (quality.admission);
     ``readmit_reason`` first re-admits ``run_date`` when it is one of them (recorded).
     """
-    from pipeline.session_tables import build_pending_session_tables
+    from sessions.session_tables import build_pending_session_tables
 
     if readmit_reason:
         from quality.admission import excluded_arrival_dates, readmit
@@ -166,26 +166,28 @@ def train_candidate(
 def evaluate_candidate(settings: Settings, run_date: date, candidate: dict[str, Any]) -> dict[str, Any]:
     """Champion vs challenger on the same fresh held-out window; every rule is a named check."""
     from quality.gate import load_verdict
-    from training.promote import decide_promotion
+    from registry.promotion import decide_promotion
+    from serving.smoke import serves_in_api_path
 
     # The gate task already stopped the run when it failed; reading its recorded verdict again
     # keeps promotion safe even when this stage is called on its own.
     verdict = load_verdict(settings, run_date)
     gate_passed = verdict is not None and verdict.passed
-    decision = decide_promotion(settings, run_date, candidate, gate_passed=gate_passed)
+    decision = decide_promotion(settings, run_date, candidate, gate_passed=gate_passed,
+                                serving_check=serves_in_api_path)
     return dataclasses.asdict(decision)
 
 
 def promote_candidate(settings: Settings, run_date: date, decision: dict[str, Any]) -> dict[str, Any]:
     """MLflow registry: move the champion alias when every check passed; record the decision."""
-    from training.promote import PromotionDecision, apply_decision
+    from registry.promotion import PromotionDecision, apply_decision
 
     return apply_decision(settings, PromotionDecision(**decision))
 
 
 def generate_docs(settings: Settings) -> dict[str, Any]:
     """dbt's documentation site (``dbt docs generate``) under ``$RECSYS_HOME/dbt_docs``."""
-    from pipeline.session_tables import generate_docs as dbt_docs_generate
+    from sessions.session_tables import generate_docs as dbt_docs_generate
 
     docs_dir = dbt_docs_generate(settings)
     return {"dbt_docs_index": str(docs_dir / "index.html")}
@@ -228,6 +230,6 @@ def rollback_champion(settings: Settings, version: int | str | None = None, reas
     Raises (after recording why) when the version does not exist, cannot serve, or has no
     passing decision record and ``force`` is not set (a forced rollback is recorded as such).
     """
-    from training.rollback import rollback
+    from registry.rollback import rollback
 
     return rollback(settings, version, to_previous=version is None, reason=reason, force=force)

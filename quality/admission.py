@@ -6,7 +6,7 @@ in place: ``{"arrival_date", "action": "rejected" | "readmitted", "at", "by", "r
 A day is *excluded* while its latest event is a rejection. The gate's stage
 (``pipeline.stages.check_quality``) records the rejection and rebuilds the session tables
 without the day before it fails the run; dbt's staging model drops the excluded days' rows
-(var ``excluded_arrival_dates``, passed by :func:`pipeline.session_tables.dbt_vars`), and the
+(var ``excluded_arrival_dates``, passed by :func:`sessions.session_tables.dbt_vars`), and the
 session tables' build record remembers the list it was built with, so a build after a crash
 between the two steps still takes the day out.
 
@@ -36,23 +36,20 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from pipeline.errors import UserError
-from pipeline.settings import Settings
+from core.errors import UserError
+from core.settings import Settings
+from sessions.admission_record import (  # noqa: F401 - part of this module's interface
+    ADMISSION_FILE, READMITTED, REJECTED, AdmissionRecordUnreadable, admission_path,
+    excluded_arrival_dates, latest_events, read_events,
+)
 
 if TYPE_CHECKING:
     from quality.gate import GateVerdict
 
 log = logging.getLogger(__name__)
 
-ADMISSION_FILE = "admission.jsonl"
-REJECTED = "rejected"
-READMITTED = "readmitted"
 GATE = "quality_gate"
 READMIT_COMMAND = "python -m quality.admission readmit {day} --reason '...'"
-
-
-class AdmissionRecordUnreadable(UserError):
-    """A line of the admission record is not an event: nothing may guess which days are out."""
 
 
 class NotRejected(UserError):
@@ -61,50 +58,6 @@ class NotRejected(UserError):
 
 class ArrivalDayExcluded(RuntimeError):
     """The run's own arrival day is excluded: its gate passed, but only a person re-admits it."""
-
-
-def admission_path(settings: Settings) -> Path:
-    return settings.quality_dir / ADMISSION_FILE
-
-
-def read_events(settings: Settings) -> list[dict[str, Any]]:
-    """Every event in the order recorded; raises :class:`AdmissionRecordUnreadable` on a bad line."""
-    path = admission_path(settings)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return []
-    events = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            event = json.loads(line)
-            # Validated on every read: the dates end up in SQL (dbt's staging filter).
-            event["arrival_date"] = date.fromisoformat(str(event["arrival_date"])).isoformat()
-            if event["action"] not in (REJECTED, READMITTED):
-                raise ValueError(f"unknown action {event['action']!r}")
-        except (ValueError, TypeError, KeyError) as exc:
-            raise AdmissionRecordUnreadable(
-                f"admission record {path} line {number} is not an admission event ({exc})",
-                fix="restore the line from a backup; the file is only ever appended to by the gate "
-                    "and `python -m quality.admission`",
-            ) from None
-        events.append(event)
-    return events
-
-
-def latest_events(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Each recorded arrival day's latest event."""
-    latest: dict[str, dict[str, Any]] = {}
-    for event in read_events(settings):
-        latest[event["arrival_date"]] = event
-    return latest
-
-
-def excluded_arrival_dates(settings: Settings) -> list[str]:
-    """The arrival days whose rows stay out of the session tables, sorted."""
-    return sorted(day for day, event in latest_events(settings).items() if event["action"] == REJECTED)
 
 
 def readmission(settings: Settings, day: date | str) -> dict[str, Any] | None:
@@ -175,7 +128,7 @@ def enforce_admission(settings: Settings, verdict: "GateVerdict") -> "GateVerdic
 
 
 def _rebuild_without(settings: Settings, day: str) -> None:
-    from pipeline.session_tables import build_pending_session_tables
+    from sessions.session_tables import build_pending_session_tables
 
     try:
         summary = build_pending_session_tables(settings)
@@ -275,7 +228,7 @@ def _person() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.cli_errors import add_debug_flag, user_errors
+    from core.cli_errors import add_debug_flag, user_errors
 
     parser = argparse.ArgumentParser(
         prog="python -m quality.admission",

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import unquote, urlparse
 
-from pipeline.settings import Settings
+from core.settings import Settings
 from quality import suites as suites_mod
 
 if TYPE_CHECKING:

@@ -13,7 +13,8 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
-from pipeline.settings import EVENT_TYPES, Settings
+from core.names import EVENT_TYPES
+from core.settings import Settings
 
 if TYPE_CHECKING:
     import great_expectations as gx

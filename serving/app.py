@@ -44,7 +44,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from pipeline.settings import Settings
+from core.settings import Settings
 
 MAX_K = 100
 MAX_BATCH_USERS = 1000
@@ -210,8 +210,8 @@ class MetricsMiddleware:
 def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        from serving.recommender import RecommendationService
-        from serving.registry import ChampionFollower
+        from serving.recommendation_service import RecommendationService
+        from serving.champion_poller import ChampionFollower
 
         if getattr(app.state, "service", None) is not None:
             # A service set by the caller (tests mounting one service on two apps) is theirs
@@ -288,7 +288,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         user_id: Annotated[str, Path(min_length=1, max_length=MAX_USER_ID_LENGTH, description="The user's id")],
         k: Annotated[int, Query(ge=1, le=MAX_K, description=f"How many items (1-{MAX_K})")] = 10,
     ) -> Response:
-        from serving.recommender import NoChampion
+        from serving.recommendation_service import NoChampion
 
         try:
             answer = await service_of(request).arecommend(user_id, k)
@@ -302,7 +302,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/recommendations/batch", response_model=BatchOut, responses=no_champion,
               summary=f"Recommendations for 1-{MAX_BATCH_USERS} users")
     async def recommendations_batch(request: Request, body: BatchRequest) -> Response:
-        from serving.recommender import NoChampion
+        from serving.recommendation_service import NoChampion
 
         try:
             # Answers and their JSON are built in the batch pool, off the event loop.

@@ -3,7 +3,7 @@
 The registry's ``champion`` alias says which version to serve; the version's signed decision
 record says whether it may. :meth:`Champion.reload` downloads the alias's version, copies the
 checkpoint into a private folder, checks that copy against the record
-(:func:`training.decision_record.verify_servable`: a record exists, is signed with the platform's
+(:func:`registry.decision_record.verify_servable`: a record exists, is signed with the platform's
 key, passed or was forced by a person, and names this file's SHA-256), then loads and
 smoke-tests that same copy and swaps it in. A refused version is reported (``champion_refused``
 in ``/health``, ``recsys_champion_refused{version}`` and ``recsys_model_reloads_total{outcome=
@@ -26,7 +26,7 @@ import logging
 import threading
 from typing import Any, Callable
 
-from pipeline.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +115,9 @@ class Champion:
         """Load the registry's current champion if it is not the one served and its record lets
         it serve; keep the current model otherwise. ``force`` retries a version refused before
         (the poller retries one only when its record tags changed)."""
-        from training.decision_record import DecisionRefused
-        from training.recommender import ModelLoadError, champion_version
-        from training.train import mlflow_client
+        from registry.decision_record import DecisionRefused
+        from registry.versions import ModelLoadError, champion_version
+        from registry.versions import mlflow_client
 
         name = self.settings.registered_model_name
         with self._reload_lock:
@@ -172,8 +172,8 @@ class Champion:
     def _load_verified(self, client, version: str):
         """``(model, staged copy, record, tags)``: the checkpoint is copied once, and the copy is
         what is checked against the record and then loaded."""
-        from training.decision_record import RECORD_TAG, verify_servable
-        from training.recommender import ModelLoadError, download_registered_checkpoint, load_recommender
+        from registry.decision_record import RECORD_TAG, verify_servable
+        from registry.versions import ModelLoadError, download_registered_checkpoint, load_recommender
 
         name = self.settings.registered_model_name
         staged = self.last_good.stage()
@@ -215,7 +215,7 @@ class Champion:
             log.error("could not keep v%s as the last good copy: %s", version, exc)
 
     def _record_tags(self, client, version: str) -> Any:
-        from training.decision_record import RECORD_TAG, SIGNATURE_TAG
+        from registry.decision_record import RECORD_TAG, SIGNATURE_TAG
 
         try:
             tags = client.get_model_version(self.settings.registered_model_name, version).tags or {}

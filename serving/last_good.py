@@ -25,7 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from pipeline.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class _StoredRegistry:
 
     def get_model_version(self, name: str, version: str):
         if (name, str(version)) != (self.name, self.version):
-            from training.decision_record import DecisionRefused
+            from registry.decision_record import DecisionRefused
 
             raise DecisionRefused(f"the local copy holds {self.name} v{self.version}, not {name} v{version}")
         return SimpleNamespace(tags=self.tags)
@@ -78,7 +78,7 @@ class Staged:
         return self.checkpoint
 
     def keep(self, version: str, tags: dict[str, str]) -> None:
-        from training.decision_record import RECORD_TAG, SIGNATURE_TAG
+        from registry.decision_record import RECORD_TAG, SIGNATURE_TAG
 
         meta = {
             "registered_model_name": self.store.settings.registered_model_name,
@@ -139,7 +139,7 @@ class LastGood:
         meta = self.saved()
         if not meta or meta.get("version") != str(version):
             return False
-        from training.decision_record import RECORD_TAG
+        from registry.decision_record import RECORD_TAG
 
         try:
             record = json.loads(meta["tags"][RECORD_TAG])
@@ -150,8 +150,8 @@ class LastGood:
     def load(self):
         """``(Recommender, version)`` from the copy, verified and smoke-tested; raises
         :class:`LastGoodUnusable`."""
-        from training.decision_record import DecisionRefused, verify_servable
-        from training.recommender import load_recommender
+        from registry.decision_record import DecisionRefused, verify_servable
+        from registry.versions import load_recommender
 
         meta = self.saved()
         if meta is None:

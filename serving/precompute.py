@@ -27,7 +27,7 @@ import threading
 import time
 from typing import Any, Iterable, Protocol
 
-from pipeline.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def active_user_ids(settings: Settings) -> list[str]:
 def precompute(settings: Settings, k: int | None = None) -> dict[str, Any]:
     """Rank every active user with the current champion and store the lists; a summary."""
     from features.store import feature_store, read_user_features
-    from training.recommender import load_champion
+    from registry.versions import load_champion
 
     k = k or settings.precompute_k
     started = time.perf_counter()

@@ -1,10 +1,10 @@
 """Registry set-ups for tests that need a champion without running a night's promotion.
 
 Serving loads only versions that carry a signed decision record that passed
-(:mod:`training.decision_record`), so a test that used to move the ``champion`` alias by hand
+(:mod:`registry.decision_record`), so a test that used to move the ``champion`` alias by hand
 uses :func:`promote_for_test` instead: it writes a genuine signed record for the version's real
 checkpoint, saying plainly that a test fixture (not the promotion checks) passed it, and then
-moves the alias, in the order :func:`training.promote.apply_decision` uses.
+moves the alias, in the order :func:`registry.promotion.apply_decision` uses.
 
 :func:`registry_template` / :func:`start_from_template` save a test the creation and migration of
 a new MLflow database (seconds each on a busy CI box): an empty, migrated SQLite store is made
@@ -20,16 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.settings import Settings
+from core.settings import Settings
 
 FIXTURE_CHECK = "promoted_by_test_fixture"
 
 
 def promote_for_test(settings: Settings, version: str | int, client=None) -> dict:
     """Make ``version`` the champion as if a night had promoted it; returns the signed record."""
-    from training.decision_record import artifact_digest, build_record, write_record
-    from training.recommender import download_registered_checkpoint
-    from training.train import mlflow_client
+    from registry.decision_record import artifact_digest, build_record, write_record
+    from registry.versions import download_registered_checkpoint
+    from training.tracking import mlflow_client
 
     client = client or mlflow_client(settings)
     name, version = settings.registered_model_name, str(version)
@@ -53,7 +53,7 @@ def _sqlite_path(settings: Settings) -> Path:
 @pytest.fixture(scope="session")
 def registry_template(tmp_path_factory) -> Path:
     """An empty MLflow SQLite database with every migration applied."""
-    from training.train import mlflow_client
+    from training.tracking import mlflow_client
 
     template = Settings(home=tmp_path_factory.mktemp("registry_template"))
     mlflow_client(template).search_experiments()  # creates and migrates the database

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Iterable, Protocol, Sequence, runtime_checkable
 
-from pipeline.settings import Settings
+from core.settings import Settings
 
 PADDING_INDEX = 0
 # A validation window with fewer events per day than this share of the test window's is a gap

@@ -32,8 +32,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any, Sequence
 
-from pipeline.errors import UserError
-from pipeline.settings import Settings
+from core.errors import UserError
+from core.settings import Settings
 from training.data import (
     EvalExample,
     ItemVocabulary,

@@ -48,8 +48,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.cli_errors import add_debug_flag, user_errors
-from pipeline.settings import Settings
+from core.cli_errors import add_debug_flag, user_errors
+from core.settings import Settings
 from training import distributed
 from training.config import TrainConfig
 from training.data import Split, TemporalSplit
@@ -57,10 +57,11 @@ from training.evaluate import evaluate_examples
 from training.losses import full_softmax_loss
 from training.models import MODELS, make_config, model_classes
 from training.models.baselines import PopularityModel, top_items
+from training.tracking import (
+    CHECKPOINT_ARTIFACT_DIR, CHECKPOINT_FILE, EXPERIMENT_NAME, ensure_registered_model,
+    get_or_create_experiment, mlflow_client,
+)
 
-EXPERIMENT_NAME = "nightly_recsys"
-CHECKPOINT_ARTIFACT_DIR = "checkpoint"
-CHECKPOINT_FILE = "checkpoint.pt"
 SELECTION_METRIC = "ndcg_at_10"
 N_POPULAR = 100
 
@@ -661,42 +662,6 @@ def _save(path: Path, checkpoint: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------- MLflow
-
-
-def mlflow_client(settings: Settings):
-    from mlflow import MlflowClient
-
-    if settings.mlflow_uri.startswith("sqlite:///"):
-        # SQLite creates the database file but not its folder.
-        Path(settings.mlflow_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=settings.mlflow_uri, registry_uri=settings.mlflow_uri)
-
-
-def get_or_create_experiment(client, settings: Settings, name: str = EXPERIMENT_NAME) -> str:
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    settings.mlflow_artifact_root.mkdir(parents=True, exist_ok=True)
-    # An explicit location keeps artifacts under $RECSYS_HOME, not under the process's cwd.
-    return client.create_experiment(name, artifact_location=settings.mlflow_artifact_root.as_uri())
-
-
-def ensure_registered_model(client, name: str) -> None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_registered_model(name)
-        return
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-    try:
-        client.create_registered_model(
-            name, description="Next-item recommender; alias `champion` marks the serving version."
-        )
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # created concurrently: fine
-            raise
 
 
 def _flat(prefix: str, values: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from datetime import date
 from pathlib import Path
 
 from ingest.importers import IMPORTERS, SourceFormatError, import_log
-from pipeline.settings import Settings
+from core.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:

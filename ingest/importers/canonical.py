@@ -32,10 +32,8 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
 from ingest.ids import first_invalid_id
-from pipeline.settings import EVENT_TYPES
+from core.names import EVENT_TYPES, UNKNOWN_EVENT_TYPE, UNPARSEABLE
 
-UNPARSEABLE = "unparseable"
-UNKNOWN_EVENT_TYPE = "unknown_event_type"
 # Ingestion checks required fields in this order; the first missing one is the reason.
 REQUIRED_FIELDS = ("event_id", "event_time", "user_id", "item_id", "event_type")
 LINE_ENDS = "\r\n"

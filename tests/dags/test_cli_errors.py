@@ -1,12 +1,12 @@
-"""``pipeline.cli_errors.user_errors``: a user error is one ``error:`` line and exit status 2; a bug
+"""``core.cli_errors.user_errors``: a user error is one ``error:`` line and exit status 2; a bug
 keeps its traceback; ``--debug`` / ``RECSYS_DEBUG=1`` shows the traceback of user errors too."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline.cli_errors import user_errors
-from pipeline.errors import UserError
+from core.cli_errors import user_errors
+from core.errors import UserError
 
 
 def _stderr_lines(capsys) -> list[str]:

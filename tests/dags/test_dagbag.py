@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from pipeline.settings import REPO_ROOT
+from core.settings import REPO_ROOT
 
 NIGHTLY_ORDER = [
     "resolve_run_date", "ingest_events", "build_sessions", "check_quality",
@@ -76,13 +76,15 @@ def test_parsing_the_dags_imports_no_heavy_library():
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
-def test_nightly_trigger_form_offers_every_registered_model() -> None:
-    # The DAG file keeps a literal list so that parsing it never imports torch.
-    import importlib.util
+def test_model_param_offers_every_model_without_importing_torch():
+    # The DAG file takes the names from core.names, which training.models checks at import.
+    import subprocess
+    import sys
 
     from training.models import MODELS
 
-    spec = importlib.util.spec_from_file_location("nightly_recsys_dag", REPO_ROOT / "dags" / "nightly_recsys.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert sorted(module.MODELS) == sorted(MODELS)
+    code = ("import sys; from core.names import MODEL_NAMES; print(','.join(MODEL_NAMES)); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=REPO_ROOT).stdout.split()
+    assert out == [",".join(MODELS), "False"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.settings import REPO_ROOT
+from core.settings import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_structured_logs_carry_run_id_and_date():
     import json
     import logging
 
-    from pipeline.logging_setup import stage_logging
+    from core.logging_setup import stage_logging
 
     for fmt in ("kv", "json"):
         out = io.StringIO()

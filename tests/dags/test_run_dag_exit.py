@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.airflow_env import airflow_env
-from pipeline.settings import Settings
+from core.settings import Settings
 
 RUN_DATE = date(2026, 11, 20)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.settings import REPO_ROOT, Settings
+from core.settings import REPO_ROOT, Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.heavy]
 

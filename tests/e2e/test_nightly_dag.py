@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipeline.settings import Settings
+from core.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def nightly(tmp_path_factory):
     from ingest.generator import generate_logs
     from pipeline.run_dag import run_nightly
     from pipeline.stages import ingest_events_range
-    from training.recommender import load_champion
+    from registry.versions import load_champion
 
     home = tmp_path_factory.mktemp("nightly")
     mp = pytest.MonkeyPatch()

@@ -12,14 +12,14 @@ model that reads the sequence can beat the popular items on them.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pipeline.settings import Settings
+from core.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -104,8 +104,8 @@ def run_own_log(home: Path, format_name: str, source: Path, epochs: int = 4) -> 
     from pipeline import stages
     from serving.app import create_app
 
-    settings = replace(Settings(home=home, spark_master="local[2]", spark_driver_memory="1g"),
-                       champion_poll_seconds=0.0)
+    settings = Settings(home=home, spark_master="local[2]", spark_driver_memory="1g",
+                        champion_poll_seconds=0.0)
     imported = import_log(format_name, source, settings.raw_dir)
     days = sorted(date.fromisoformat(d) for d in imported["arrival_days"])
     spark_session(settings).sparkContext.setLogLevel("ERROR")

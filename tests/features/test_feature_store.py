@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from features import store as feature_ops
-from pipeline.settings import REPO_ROOT, Settings
+from core.settings import REPO_ROOT, Settings
 
 DAY0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 DAY1 = DAY0 + timedelta(days=1)

@@ -5,7 +5,6 @@ and pushed events extend the online list at once, on SQLite and on Redis."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import subprocess
 import sys
 import threading
@@ -27,7 +26,7 @@ from test_feature_store import (  # noqa: E402
 from features import store as feature_ops  # noqa: E402
 from features.push import push_user_events, read_recent_items  # noqa: E402
 from features.sequences import Event, last_k_items_as_of, user_sequences_as_of  # noqa: E402
-from pipeline.settings import REPO_ROOT, Settings  # noqa: E402
+from core.settings import REPO_ROOT, Settings  # noqa: E402
 from training.data import UserSequence, temporal_split  # noqa: E402
 
 K = 3
@@ -107,7 +106,7 @@ def online(request, tmp_path):
         settings = Settings(home=tmp_path / "home", max_sequence_length=K)
         project = feature_ops.PROJECT
     # The fixture's events are from a fixed past week: pushes of them must pass the age bound.
-    settings = dataclasses.replace(settings, max_event_age_days=36500)
+    settings = settings.replace(max_event_age_days=36500)
     build_warehouse(settings)
     feature_ops.export_feature_data(settings)
     feature_ops.apply_feature_repo(settings, project=project)

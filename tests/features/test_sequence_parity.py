@@ -16,8 +16,8 @@ import pytest
 from features import store as feature_ops
 from features.sequences import load_events, user_sequences_as_of
 from ingest.generator import generate_logs
-from pipeline.session_tables import build_session_tables
-from pipeline.settings import Settings
+from sessions.session_tables import build_session_tables
+from core.settings import Settings
 
 K = 5
 SCHEMA = pa.schema([

@@ -14,7 +14,7 @@ import pytest
 
 from ingest.importers import import_log
 from ingest.importers.canonical import EventIds
-from pipeline.settings import Settings
+from core.settings import Settings
 from tests.importers.test_importers import EVENT_ID, SOURCES, read_day_files, write_source
 
 

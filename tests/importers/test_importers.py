@@ -22,7 +22,8 @@ import pytest
 from ingest.importers import IMPORTERS, SourceFormatError, import_log
 from ingest.importers.__main__ import main as cli_main
 from ingest.importers.amazon_m2 import SESSIONS_PER_DAY, parse_item_list, session_start_ms
-from pipeline.settings import EVENT_TYPES, Settings
+from core.names import EVENT_TYPES
+from core.settings import Settings
 
 ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 REQUIRED = ("event_id", "event_time", "user_id", "item_id", "event_type")
@@ -586,7 +587,7 @@ def test_import_dag_form_validates_params():
     from airflow.dag_processing.dagbag import DagBag
     from airflow.sdk.definitions.param import ParamValidationError
 
-    from pipeline.settings import REPO_ROOT
+    from core.settings import REPO_ROOT
 
     bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "import_public_log.py"))
     assert bag.import_errors == {}

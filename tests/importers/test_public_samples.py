@@ -28,7 +28,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from pipeline.settings import Settings
+from core.settings import Settings
 from training.protocol import NotEnoughData
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
@@ -189,7 +189,7 @@ def _registered_checkpoint(settings: Settings, candidate: dict[str, Any]) -> Pat
     """The checkpoint as the registry serves it: downloaded from the version's artifacts."""
     import mlflow.artifacts
 
-    from training.train import CHECKPOINT_FILE, mlflow_client
+    from training.tracking import CHECKPOINT_FILE, mlflow_client
 
     client = mlflow_client(settings)
     version = candidate["model_version"]
@@ -203,7 +203,7 @@ def _registered_checkpoint(settings: Settings, candidate: dict[str, Any]) -> Pat
 
 def test_model_is_registered_and_recommends_from_a_real_users_online_features(pipeline_run):
     from features.store import read_user_features
-    from training.recommender import load_recommender
+    from registry.versions import load_recommender
 
     settings, candidate = pipeline_run.settings, pipeline_run.candidate
     if candidate is None:  # refused before training: nothing registered (asserted below)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.settings import Settings
+from core.settings import Settings
 
 
 def make_settings(home: Path) -> Settings:

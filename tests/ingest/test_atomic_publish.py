@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 
 from ingest.ingest_day import ingest_arrival_day
 from ingest.schema import LAKE_PARTITION_COLUMNS
-from pipeline.settings import REPO_ROOT, Settings
+from core.settings import REPO_ROOT, Settings
 from tests.ingest.conftest import make_settings
 from tests.ingest.test_ingest_day import event, write_day
 

@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 
 from ingest.generator import generate_logs
 from ingest.ingest_day import MissingArrivalDay, arrival_days, ingest_arrival_day, main
-from pipeline.settings import REPO_ROOT, Settings
+from core.settings import REPO_ROOT, Settings
 from tests.ingest.conftest import make_settings
 
 FIRST = date(2026, 11, 1)

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from ingest.ingest_day import MissingArrivalDay, arrival_days, main, plan_arrival_days
-from pipeline.errors import UserError
-from pipeline.settings import Settings
+from core.errors import UserError
+from core.settings import Settings
 from tests.ingest.conftest import make_settings
 from tests.ingest.test_backfill import backfill_dag  # noqa: F401 - the fixture (migrated DB, parsed DAG)
 

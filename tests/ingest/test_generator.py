@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ingest.generator import generate_logs, main
-from pipeline.settings import EVENT_TYPES
+from core.names import EVENT_TYPES
 
 START = date(2026, 11, 1)
 ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")

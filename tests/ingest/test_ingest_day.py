@@ -15,7 +15,7 @@ from ingest import ingest_day
 from ingest.generator import generate_logs
 from ingest.ingest_day import MissingArrivalDay, affected_event_dates, ingest_arrival_day, main
 from ingest.schema import LAKE_EVENT_SCHEMA, QUARANTINE_SCHEMA
-from pipeline.settings import Settings
+from core.settings import Settings
 
 DAY = date(2026, 11, 5)
 

@@ -9,7 +9,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from ingest.ingest_day import affected_event_dates, ingest_arrival_day
-from pipeline.settings import Settings
+from core.settings import Settings
 from tests.ingest.test_ingest_day import event, write_day
 
 FIRST, SECOND = date(2026, 11, 5), date(2026, 11, 6)

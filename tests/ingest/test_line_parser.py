@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 from datetime import date
@@ -14,7 +13,7 @@ from pyspark.sql import SparkSession
 
 from ingest import ingest_day, line_parser
 from ingest.schema import MAX_LINE_BYTES
-from pipeline.settings import Settings
+from core.settings import Settings
 
 # The every-defect lines of the ingestion test (same folder, loaded by path: tests are no package).
 _spec = importlib.util.spec_from_file_location("every_defect", Path(__file__).with_name("test_ingest_day.py"))
@@ -121,7 +120,7 @@ def test_the_every_defect_day_reconciles_the_same_with_the_sql_parser(
     spark: SparkSession, settings: Settings, tmp_path: Path, jvm_parser: str
 ) -> None:
     with_jvm = every_defect_day(spark, settings)
-    sql_settings = dataclasses.replace(settings, home=tmp_path / "sql-home", ingest_parser="sql")
+    sql_settings = settings.replace(home=tmp_path / "sql-home", ingest_parser="sql")
     with_sql = every_defect_day(spark, sql_settings)
     assert with_jvm == with_sql
     assert every_defect.lake_rows(spark, settings) == every_defect.lake_rows(spark, sql_settings)
@@ -136,8 +135,8 @@ def every_defect_day(spark: SparkSession, settings: Settings) -> dict:
 
 def test_the_parser_setting_is_checked(settings: Settings) -> None:
     with pytest.raises(ValueError, match="ingest_parser"):
-        line_parser.parser_jar(dataclasses.replace(settings, ingest_parser="fast"))
-    assert line_parser.parser_jar(dataclasses.replace(settings, ingest_parser="sql")) is None
+        line_parser.parser_jar(settings.replace(ingest_parser="fast"))
+    assert line_parser.parser_jar(settings.replace(ingest_parser="sql")) is None
     assert not (settings.home / "jvm").exists()
 
 
@@ -147,13 +146,13 @@ def test_without_a_compiler_auto_falls_back_and_jvm_refuses(settings: Settings, 
     assert line_parser.parser_jar(settings) is None
     assert "no javac" in caplog.text
     with pytest.raises(line_parser.ParserUnavailable, match="no javac"):
-        line_parser.parser_jar(dataclasses.replace(settings, ingest_parser="jvm"))
+        line_parser.parser_jar(settings.replace(ingest_parser="jvm"))
 
 
 def test_the_jar_is_built_once_per_source(settings: Settings, monkeypatch) -> None:
     if line_parser._javac() is None:
         pytest.skip("no JDK compiler on this machine")
-    jar = line_parser.parser_jar(dataclasses.replace(settings, ingest_parser="jvm"))
+    jar = line_parser.parser_jar(settings.replace(ingest_parser="jvm"))
     assert jar is not None and jar.is_file() and jar.parent == settings.home / "jvm"
     import zipfile
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.settings import Settings
+from core.settings import Settings
 from quality.gate import (
     GateVerdict,
     QualityGateFailed,

@@ -4,7 +4,6 @@ and decision-record faults."""
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
@@ -19,7 +18,7 @@ TINY_SASREC = {"d_model": 32, "n_heads": 2, "n_layers": 1, "dropout": 0.1}
 @pytest.fixture(scope="module")
 def spark(tmp_path_factory: pytest.TempPathFactory):
     from ingest.spark import spark_session
-    from pipeline.settings import Settings
+    from core.settings import Settings
 
     # One home for every reliability module's session: the line parser's jar is built once.
     home = tmp_path_factory.getbasetemp() / "reliability-spark-home"
@@ -39,7 +38,7 @@ def ring_warehouse(tmp_path_factory) -> Path:
 @pytest.fixture
 def ring(settings, ring_warehouse, registry_template):  # noqa: F811 - the imported fixture
     """A home with the synthetic ring's warehouse and an empty model registry."""
-    settings = dataclasses.replace(settings, max_sequence_length=20, seed=7, min_eval_examples=20)
+    settings = settings.replace(max_sequence_length=20, seed=7, min_eval_examples=20)
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(ring_warehouse, settings.warehouse_path)
     return start_from_template(settings, registry_template)

@@ -2,7 +2,7 @@
 
 The small warehouse of tests/features applied (and materialized) into a real Feast online store,
 and an API app whose service holds what the ``/events`` route reads: the settings and a real
-feature store. The route needs nothing else of :class:`serving.recommender.RecommendationService`
+feature store. The route needs nothing else of :class:`serving.recommendation_service.RecommendationService`
 (no model, no MLflow registry), and building the whole service would cost most of these tests'
 time.
 """
@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from features import store as feature_ops
-from pipeline.settings import Settings
+from core.settings import Settings
 from tests.features.test_feature_store import DAY0, DAY3, U1_LATEST, build_warehouse
 
 __all__ = ["DAY0", "DAY3", "U1_LATEST", "EventsOnlyService", "applied", "events_app", "materialized"]
@@ -26,7 +26,7 @@ K = 3
 
 def applied(home: Path, project: str = feature_ops.PROJECT, **overrides: Any) -> Settings:
     """Settings on ``home`` with the warehouse exported and the feature repo applied."""
-    settings = dataclasses.replace(Settings(home=home, max_sequence_length=K), **overrides)
+    settings = Settings(home=home, max_sequence_length=K).replace(**overrides)
     build_warehouse(settings)
     feature_ops.export_feature_data(settings)
     feature_ops.apply_feature_repo(settings, project=project)

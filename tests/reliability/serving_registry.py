@@ -5,7 +5,6 @@ log (cheap), on two different nights so their checkpoints differ."""
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import random
 import shutil
 import tempfile
@@ -14,7 +13,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pipeline.settings import Settings
+from core.settings import Settings
 
 NIGHTS = (date(2026, 11, 10), date(2026, 11, 11))
 
@@ -52,7 +51,7 @@ _TEMPLATE: list[Settings] = []
 def template_home() -> Settings:
     """An MLflow SQLite database with its tables created (the migrations take seconds) and the
     warehouse: built once per test session, then copied into each test's home."""
-    from training.train import mlflow_client
+    from training.tracking import mlflow_client
 
     if not _TEMPLATE:
         folder = Path(tempfile.mkdtemp(prefix="recsys-serving-template-"))
@@ -68,9 +67,8 @@ def two_versions(home: Path, template: Settings, **overrides) -> Settings:
     """Settings whose registry holds v1 and v2 (no alias, no decision record yet)."""
     from training.train import train_and_log
 
-    settings = dataclasses.replace(
-        Settings(home=home, max_sequence_length=20, seed=7, min_eval_examples=20,
-                 champion_poll_seconds=0, decision_signing_key="test-signing-key"), **overrides)
+    settings = Settings(home=home, max_sequence_length=20, seed=7, min_eval_examples=20,
+                        champion_poll_seconds=0, decision_signing_key="test-signing-key").replace(**overrides)
     for source, target in ((_db(template), _db(settings)), (template.warehouse_path, settings.warehouse_path)):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
@@ -82,7 +80,7 @@ def two_versions(home: Path, template: Settings, **overrides) -> Settings:
 
 def artifact_path(settings: Settings, version: str) -> Path:
     """The registered checkpoint file itself (in the artifact store, not a downloaded copy)."""
-    from training.train import CHECKPOINT_FILE, mlflow_client
+    from training.tracking import CHECKPOINT_FILE, mlflow_client
 
     source = mlflow_client(settings).get_model_version_download_uri(settings.registered_model_name, version)
     path = Path(urlparse(source).path) / CHECKPOINT_FILE
@@ -92,7 +90,7 @@ def artifact_path(settings: Settings, version: str) -> Path:
 
 def move_alias_by_hand(settings: Settings, version: str) -> None:
     """What anyone who can reach MLflow can do: point the alias, no checks, no record."""
-    from training.train import mlflow_client
+    from training.tracking import mlflow_client
 
     mlflow_client(settings).set_registered_model_alias(
         settings.registered_model_name, settings.champion_alias, version)

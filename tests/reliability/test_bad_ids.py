@@ -66,7 +66,7 @@ def ingested(spark, tmp_path_factory: pytest.TempPathFactory) -> dict:
     from ingest.ingest_day import ingest_arrival_day
     from ingest.line_parser import register
     from ingest.schema import LAKE_EVENT_SCHEMA, QUARANTINE_SCHEMA
-    from pipeline.settings import Settings
+    from core.settings import Settings
 
     settings = Settings(home=tmp_path_factory.mktemp("bad-ids"), spark_master="local[2]")
     folder = settings.raw_dir / DAY.isoformat()

@@ -9,7 +9,6 @@ answering from v1, and says so in ``/health`` (``degraded``, ``champion_refused`
 
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 from fastapi.testclient import TestClient
@@ -37,8 +36,8 @@ def client(registry):
 
 def write(settings, version: str, **fields) -> None:
     """A record for ``version``'s real checkpoint, signed with ``settings``' key."""
-    from training.decision_record import artifact_digest, build_record, write_record
-    from training.train import mlflow_client
+    from registry.decision_record import artifact_digest, build_record, write_record
+    from training.tracking import mlflow_client
 
     fields.setdefault("artifact_sha256", artifact_digest(artifact_path(settings, version)))
     write_record(settings, mlflow_client(settings), build_record(settings, version, **fields))
@@ -90,14 +89,14 @@ def test_alias_moved_to_a_version_that_failed_its_checks_is_refused_unless_force
 
 
 def test_forged_decision_record_is_refused(client, registry):
-    from training.decision_record import RECORD_TAG, SIGNATURE_TAG
-    from training.train import mlflow_client
+    from registry.decision_record import RECORD_TAG, SIGNATURE_TAG
+    from training.tracking import mlflow_client
 
     mlflow = mlflow_client(registry)
     name = registry.registered_model_name
     move_alias_by_hand(registry, "2")
     # A well-formed record signed with a key that is not the platform's.
-    write(dataclasses.replace(registry, decision_signing_key="attacker"), "2", action="promotion", passed=True)
+    write(registry.replace(decision_signing_key="attacker"), "2", action="promotion", passed=True)
     assert_refused(client, "2", "signature does not match")
     # v1's genuine signed tags copied onto v2.
     for tag in (RECORD_TAG, SIGNATURE_TAG):

@@ -8,7 +8,6 @@ not matter."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import shutil
@@ -30,9 +29,10 @@ def train(settings, model="popularity", epochs=1):
 
 
 def decide_and_apply(settings, candidate, gate_passed=True):
-    from training.promote import apply_decision, decide_promotion
+    from registry.promotion import apply_decision, decide_promotion
+    from serving.smoke import serves_in_api_path
 
-    return apply_decision(settings, decide_promotion(settings, DAY1, candidate, gate_passed=gate_passed))
+    return apply_decision(settings, decide_promotion(settings, DAY1, candidate, gate_passed=gate_passed, serving_check=serves_in_api_path))
 
 
 def registry_refuses(settings, table: str, when: str = "1") -> None:
@@ -44,23 +44,23 @@ def registry_refuses(settings, table: str, when: str = "1") -> None:
 
 
 def record_of(settings, version):
-    from training.decision_record import read_record
-    from training.train import mlflow_client
+    from registry.decision_record import read_record
+    from training.tracking import mlflow_client
 
     return read_record(settings, mlflow_client(settings), version)
 
 
 def checkpoint_digest(settings, version):
-    from training.decision_record import artifact_digest
-    from training.recommender import download_registered_checkpoint
+    from registry.decision_record import artifact_digest
+    from registry.versions import download_registered_checkpoint
 
     return artifact_digest(download_registered_checkpoint(settings, version))
 
 
 def test_a_promotion_leaves_a_signed_passing_record_for_the_evaluated_artifact(ring):
-    from training.decision_record import verify_servable
-    from training.recommender import download_registered_checkpoint
-    from training.train import mlflow_client
+    from registry.decision_record import verify_servable
+    from registry.versions import download_registered_checkpoint
+    from training.tracking import mlflow_client
 
     candidate = train(ring)
     applied = decide_and_apply(ring, candidate)
@@ -80,13 +80,13 @@ def test_a_promotion_leaves_a_signed_passing_record_for_the_evaluated_artifact(r
 def test_a_reader_without_the_signing_key_is_told_so_and_creates_none(ring, tmp_path):
     """A serving process with another home and no configured key must say that the key is
     missing, not generate a fresh one that matches no record."""
-    from training.decision_record import DecisionRefused, verify_servable
-    from training.recommender import download_registered_checkpoint
-    from training.train import mlflow_client
+    from registry.decision_record import DecisionRefused, verify_servable
+    from registry.versions import download_registered_checkpoint
+    from training.tracking import mlflow_client
 
     candidate = train(ring)
     assert decide_and_apply(ring, candidate)["promote"] is True
-    reader = dataclasses.replace(ring, home=tmp_path / "api-home", mlflow_tracking_uri=ring.mlflow_uri)
+    reader = ring.replace(home=tmp_path / "api-home", mlflow_tracking_uri=ring.mlflow_uri)
     client = mlflow_client(reader)
     checkpoint = download_registered_checkpoint(reader, candidate["model_version"], client)
     with pytest.raises(DecisionRefused, match="no decision signing key.*RECSYS_DECISION_SIGNING_KEY"):
@@ -95,9 +95,9 @@ def test_a_reader_without_the_signing_key_is_told_so_and_creates_none(ring, tmp_
 
 
 def test_a_rejected_candidate_gets_a_record_that_serving_refuses(ring):
-    from training.decision_record import DecisionRefused, verify_servable
-    from training.recommender import download_registered_checkpoint
-    from training.train import mlflow_client
+    from registry.decision_record import DecisionRefused, verify_servable
+    from registry.versions import download_registered_checkpoint
+    from training.tracking import mlflow_client
 
     decide_and_apply(ring, train(ring))
     rejected = train(ring)  # the same night again: a tie, rejected
@@ -112,7 +112,7 @@ def test_a_rejected_candidate_gets_a_record_that_serving_refuses(ring):
 
 
 def test_alias_stays_when_the_record_cannot_be_written(ring):
-    from training.recommender import champion_version
+    from registry.versions import champion_version
 
     candidate = train(ring)
     registry_refuses(ring, "model_version_tags", "NEW.key = 'decision_record'")
@@ -123,7 +123,7 @@ def test_alias_stays_when_the_record_cannot_be_written(ring):
 
 
 def test_no_record_claims_a_promotion_when_the_alias_cannot_move(ring):
-    from training.recommender import champion_version
+    from registry.versions import champion_version
 
     candidate = train(ring)
     registry_refuses(ring, "registered_model_aliases")
@@ -136,13 +136,14 @@ def test_no_record_claims_a_promotion_when_the_alias_cannot_move(ring):
 
 
 def test_a_checkpoint_replaced_after_evaluation_is_not_promoted(ring):
-    from training.promote import apply_decision, decide_promotion
-    from training.recommender import champion_version, download_registered_checkpoint
-    from training.train import CHECKPOINT_FILE, mlflow_client
+    from registry.promotion import apply_decision, decide_promotion
+    from serving.smoke import serves_in_api_path
+    from registry.versions import champion_version, download_registered_checkpoint
+    from training.tracking import CHECKPOINT_FILE, mlflow_client
 
     other = train(ring, "sasrec", epochs=1)
     candidate = train(ring)
-    decision = decide_promotion(ring, DAY1, candidate, gate_passed=True)
+    decision = decide_promotion(ring, DAY1, candidate, gate_passed=True, serving_check=serves_in_api_path)
     assert decision.promote, decision.checks
     # Between the evaluate and promote tasks, the registered file is swapped for another model.
     source = mlflow_client(ring).get_model_version_download_uri(ring.registered_model_name,
@@ -168,8 +169,8 @@ def champion_and_rejected(ring):
 
 def test_rollback_to_a_version_that_never_passed_is_refused_and_recorded(champion_and_rejected):
     from pipeline.stages import rollback_champion
-    from training.recommender import champion_version
-    from training.rollback import RollbackRefused
+    from registry.versions import champion_version
+    from registry.rollback import RollbackRefused
 
     settings, champion, rejected = champion_and_rejected
     with pytest.raises(RollbackRefused, match="did not pass.*--force") as refused:
@@ -182,13 +183,13 @@ def test_rollback_to_a_version_that_never_passed_is_refused_and_recorded(champio
 
 
 def test_forced_rollback_is_recorded_as_forced_with_a_warning(champion_and_rejected, caplog):
-    from training.decision_record import verify_servable
-    from training.recommender import champion_version, download_registered_checkpoint
-    from training.rollback import rollback
-    from training.train import mlflow_client
+    from registry.decision_record import verify_servable
+    from registry.versions import champion_version, download_registered_checkpoint
+    from registry.rollback import rollback
+    from training.tracking import mlflow_client
 
     settings, _, rejected = champion_and_rejected
-    with caplog.at_level(logging.WARNING, logger="training.rollback"):
+    with caplog.at_level(logging.WARNING, logger="registry.rollback"):
         result = rollback(settings, rejected, reason="incident 42", force=True)
     assert result["done"] and result["forced"] and "did not pass" in result["forced_because"]
     assert any("FORCED ROLLBACK" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
@@ -202,8 +203,8 @@ def test_forced_rollback_is_recorded_as_forced_with_a_warning(champion_and_rejec
 
 
 def test_rollback_to_a_version_that_passed_writes_a_passing_rollback_record(ring):
-    from training.recommender import champion_version
-    from training.rollback import rollback
+    from registry.versions import champion_version
+    from registry.rollback import rollback
 
     first = train(ring)
     assert decide_and_apply(ring, first)["promote"] is True
@@ -219,9 +220,9 @@ def test_rollback_to_a_version_that_passed_writes_a_passing_rollback_record(ring
 
 
 def test_rollback_to_a_version_whose_artifact_changed_is_refused(ring):
-    from training.recommender import champion_version
-    from training.rollback import RollbackRefused, rollback
-    from training.train import CHECKPOINT_FILE, mlflow_client
+    from registry.versions import champion_version
+    from registry.rollback import RollbackRefused, rollback
+    from training.tracking import CHECKPOINT_FILE, mlflow_client
 
     first = train(ring)
     assert decide_and_apply(ring, first)["promote"] is True

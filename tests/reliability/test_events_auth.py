@@ -4,7 +4,6 @@ is set, and an API bound to a non-loopback address refuses to start with either 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shlex
 import subprocess
@@ -12,7 +11,7 @@ import subprocess
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline.settings import REPO_ROOT, Settings
+from core.settings import REPO_ROOT, Settings
 from serving.app import create_app
 from tests.reliability.events_host import events_app, materialized
 
@@ -27,7 +26,7 @@ def test_events_need_the_bearer_token_when_one_is_set(settings):
     with TestClient(events_app(settings)) as client:
         assert client.post("/events", json=event).status_code == 200  # no token: open on loopback
 
-    with TestClient(events_app(dataclasses.replace(settings, events_token="ev3nts"))) as client:
+    with TestClient(events_app(settings.replace(events_token="ev3nts"))) as client:
         missing = client.post("/events", json=event)
         assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
         wrong = client.post("/events", json=event, headers={"Authorization": "Bearer nope"})
@@ -56,8 +55,8 @@ def test_exposed_bind_without_both_tokens_refuses_to_start(tmp_path, host, event
 
     for loopback in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"):
         assert is_loopback(loopback)
-        refuse_exposed_without_tokens(dataclasses.replace(settings, api_host=loopback))  # allowed
-    refuse_exposed_without_tokens(dataclasses.replace(settings, events_token="e", admin_token="a"))
+        refuse_exposed_without_tokens(settings.replace(api_host=loopback))  # allowed
+    refuse_exposed_without_tokens(settings.replace(events_token="e", admin_token="a"))
 
 
 def _make_api_command(**env: str) -> list[str]:

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline.settings import REPO_ROOT, Settings
+from core.settings import REPO_ROOT, Settings
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "docker"))
 from test_compose_static import (  # noqa: E402
@@ -198,7 +198,7 @@ def _wait_healthy(url: str, server: subprocess.Popen, log: Path, limit_s: float 
 def test_mlflow_basic_auth_admits_the_platform_client_only_with_the_login(tmp_path, monkeypatch):
     from mlflow.exceptions import MlflowException
 
-    from training.train import get_or_create_experiment, mlflow_client
+    from training.tracking import get_or_create_experiment, mlflow_client
 
     values = env_example() | {"MLFLOW_ADMIN_PASSWORD": "exposure-test-password",
                               "MLFLOW_FLASK_SERVER_SECRET_KEY": "exposure-test-key"}

@@ -5,7 +5,6 @@ client's socket timeout instead of holding its thread for good."""
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 import sys
 import threading
@@ -56,8 +55,8 @@ class HungServer:
 def hung(tmp_path):
     """Settings whose Redis online store is the hung server (registry applied beforehand)."""
     server = HungServer()
-    settings = dataclasses.replace(
-        applied(tmp_path / "home"), feast_online_store="redis",
+    settings = applied(tmp_path / "home").replace(
+        feast_online_store="redis",
         redis_connection_string=f"127.0.0.1:{server.port}", push_timeout_ms=300)
     yield settings, server
     server.close()

@@ -9,7 +9,6 @@ on disk is not served (503 ``no_model``: nothing trustworthy to serve). ``/healt
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 import threading
 
@@ -70,7 +69,7 @@ def test_restart_with_the_champion_on_a_broken_version_serves_the_last_good_copy
 
 
 def test_restart_without_the_registry_serves_the_last_good_copy(served_once, unreachable_mlflow):
-    down = dataclasses.replace(served_once, mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}")
+    down = served_once.replace(mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}")
     with TestClient(create_app(down)) as client:
         assert_degraded_on_v1(client, "registry unreachable")
 
@@ -83,7 +82,7 @@ def test_degraded_returns_to_ok_when_the_registry_recovers(served_once):
         header = handle.read(100)
         handle.seek(0)
         handle.write(b"\0" * 100)
-    following = dataclasses.replace(served_once, champion_poll_seconds=0.1)
+    following = served_once.replace(champion_poll_seconds=0.1)
     with TestClient(create_app(following)) as client:
         assert_degraded_on_v1(client, "registry unreachable")
         with open(db, "r+b") as handle:
@@ -103,7 +102,7 @@ def test_registry_that_never_answers_does_not_hold_up_the_start(served_once, unr
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         threading.Thread(target=lambda: accepted.append(silent.accept()[0]), daemon=True).start()
-        hung = dataclasses.replace(served_once, mlflow_tracking_uri=f"http://127.0.0.1:{silent.getsockname()[1]}")
+        hung = served_once.replace(mlflow_tracking_uri=f"http://127.0.0.1:{silent.getsockname()[1]}")
         with TestClient(create_app(hung)) as client:
             assert_degraded_on_v1(client, "did not answer")
             assert accepted, "the registry was never asked"

@@ -12,7 +12,6 @@ hang guards."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import shutil
 import threading
 import time
@@ -161,7 +160,7 @@ def test_batch_flood_is_shed_and_health_and_single_requests_answer_while_it_runs
 
 
 def test_requests_beyond_the_concurrency_limit_are_refused_but_health_and_metrics_answer(redis_served, monkeypatch):
-    limited = dataclasses.replace(redis_served, serving_max_concurrency=2)
+    limited = redis_served.replace(serving_max_concurrency=2)
     app = create_app(limited)
 
     async def scenario(url: str) -> dict:
@@ -197,9 +196,9 @@ def test_healthy_reads_do_not_time_out_while_forwards_queue_on_the_event_loop(re
     The injected forward blocks the loop (as an inline forward does) for a twentieth of the read
     timeout; the clients together queue far more forward time than the timeout, which, run back
     to back, starved every read sent meanwhile until its timeout fired."""
-    from serving.recommender import RecommendationService
+    from serving.recommendation_service import RecommendationService
 
-    settings = dataclasses.replace(redis_served, feature_timeout_ms=500)
+    settings = redis_served.replace(feature_timeout_ms=500)
     forward_s = settings.feature_timeout_ms / 1000 / 20
     clients, rounds = 40, 2
     service = RecommendationService(settings)

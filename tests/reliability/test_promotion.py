@@ -14,15 +14,16 @@ from tests.training.conftest import DAY1
 
 def run_night(settings, day):
     """Train, decide and apply, as the nightly DAG's three tasks do."""
-    from training.promote import apply_decision, decide_promotion
+    from registry.promotion import apply_decision, decide_promotion
+    from serving.smoke import serves_in_api_path
     from training.train import train_and_log
 
     candidate = train_and_log(settings, day, "sasrec", epochs=2, lr=3e-3, model_config=TINY_SASREC)
-    return candidate, apply_decision(settings, decide_promotion(settings, day, candidate, gate_passed=True))
+    return candidate, apply_decision(settings, decide_promotion(settings, day, candidate, gate_passed=True, serving_check=serves_in_api_path))
 
 
 def test_rerunning_a_night_changes_nothing(ring):
-    from training.recommender import champion_version
+    from registry.versions import champion_version
 
     first_candidate, first = run_night(ring, DAY1)
     assert first["promote"] is True and champion_version(ring) == first_candidate["model_version"]
@@ -47,9 +48,10 @@ def test_rerunning_a_night_changes_nothing(ring):
     assert "a tie" in detail and f"same {paired['n_paired_examples']} test examples" in detail
 
     # Deciding it again gives the same answer: the bootstrap's seed is fixed.
-    from training.promote import apply_decision, decide_promotion
+    from registry.promotion import apply_decision, decide_promotion
+    from serving.smoke import serves_in_api_path
 
-    third = apply_decision(ring, decide_promotion(ring, DAY1, again_candidate, gate_passed=True))
+    third = apply_decision(ring, decide_promotion(ring, DAY1, again_candidate, gate_passed=True, serving_check=serves_in_api_path))
     assert third["promote"] is False and third["paired_test"] == again["paired_test"]
     assert champion_version(ring) == first_candidate["model_version"]
 

@@ -75,7 +75,7 @@ def ingested(spark, tmp_path_factory: pytest.TempPathFactory) -> dict:
     one run over a day holding every kind of file."""
     from ingest.ingest_day import ingest_arrival_day
     from ingest.schema import LAKE_EVENT_SCHEMA, QUARANTINE_SCHEMA
-    from pipeline.settings import Settings
+    from core.settings import Settings
 
     settings = Settings(home=tmp_path_factory.mktemp("raw-files"), spark_master="local[2]")
     folder = settings.raw_dir / D

@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.session_tables import build_pending_session_tables, build_session_tables
-from pipeline.settings import Settings
+from sessions.session_tables import build_pending_session_tables, build_session_tables
+from core.settings import Settings
 
 A, B, C = date(2026, 11, 20), date(2026, 11, 21), date(2026, 11, 22)
 K = 5

@@ -5,7 +5,6 @@ read the deleted file and fail every push with "attempt to write a readonly data
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 
@@ -24,7 +23,7 @@ def test_a_live_store_follows_a_replaced_sqlite_file(tmp_path, how):
     assert reader.read(["u1"])["u1"]["recent_item_ids"] == ["i1", "i2", "i3"]
 
     # Another process prepares the next file: a copy of the store with u1's list changed.
-    other = dataclasses.replace(settings, home=tmp_path / "other")
+    other = settings.replace(home=tmp_path / "other")
     shutil.copytree(settings.feast_dir, other.feast_dir)
     push_user_events(other, [{"user_id": "u1", "item_id": "i9"}], store=feature_ops.feature_store(other))
     next_file = other.feast_dir / "online_store.db"

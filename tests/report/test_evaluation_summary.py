@@ -4,7 +4,7 @@ there was not enough evidence to promote."""
 from __future__ import annotations
 
 from pipeline.report import evaluation_summary
-from training.model_card import render_model_card
+from registry.model_card import render_model_card
 
 REFUSED = {
     "candidate_version": "3", "promote": False, "run_date": "2026-03-08",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.settings import Settings
+from core.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 

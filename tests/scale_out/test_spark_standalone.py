@@ -33,7 +33,7 @@ CHILD = r"""
 import json, os, sys
 from datetime import date
 from pathlib import Path
-from pipeline.settings import Settings
+from core.settings import Settings
 from pipeline import stages
 settings = Settings.from_env()
 first, last = date.fromisoformat(sys.argv[1]), date.fromisoformat(sys.argv[2])
@@ -44,7 +44,7 @@ master = spark_session(settings).sparkContext.master
 # tests): the whole project takes minutes on a small executor; the models are the same.
 # DBT_INDIRECT_SELECTION=cautious (set by the test) leaves out tests that also need models
 # outside the selection (relationships to user_sequences).
-from pipeline.session_tables import build_session_tables
+from sessions.session_tables import build_session_tables
 sessions = build_session_tables(settings, select="+fct_sessions")
 print("RESULT " + json.dumps({"master": master, "written_rows": ingested["written_rows"],
                               "sessions": sessions}))
@@ -123,7 +123,7 @@ def spark_cluster(tmp_path_factory):
 
 def test_ingestion_and_dbt_run_on_the_standalone_master(spark_cluster, tmp_path):
     from ingest.generator import generate_logs
-    from pipeline.settings import REPO_ROOT, Settings
+    from core.settings import REPO_ROOT, Settings
 
     master_url, status_url = spark_cluster
     home = tmp_path / "recsys"

@@ -3,7 +3,6 @@ exported and materialized into Feast, a model trained, registered and promoted i
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import shutil
 import socket
@@ -17,7 +16,7 @@ import pytest
 
 from tests.warehouse_fixtures import SESSIONIZED_FROM_USER_SEQUENCES
 
-from pipeline.settings import Settings
+from core.settings import Settings
 
 RUN_DATE = date(2026, 11, 10)
 N_ITEMS = 30
@@ -74,13 +73,14 @@ def materialize_features(settings: Settings) -> None:
 
 def train_and_promote(settings: Settings, model_name: str = "sasrec", epochs: int = 15,
                       model_config: dict | None = None, promote: bool = True) -> dict:
-    from training.promote import apply_decision, decide_promotion
+    from registry.promotion import apply_decision, decide_promotion
+    from serving.smoke import serves_in_api_path
     from training.train import train_and_log
 
     candidate = train_and_log(settings, RUN_DATE, model_name=model_name, epochs=epochs,
                               model_config=model_config)
     if promote:
-        decision = decide_promotion(settings, RUN_DATE, candidate, gate_passed=True)
+        decision = decide_promotion(settings, RUN_DATE, candidate, gate_passed=True, serving_check=serves_in_api_path)
         assert decision.promote, decision.checks
         apply_decision(settings, decision)
     return candidate
@@ -90,7 +90,7 @@ def make_settings(home, **overrides) -> Settings:
     """Serving settings for tests: no poller unless asked, a timeout a busy 2-core CI box meets."""
     base = Settings(home=home, max_sequence_length=20, champion_poll_seconds=0, feature_timeout_ms=2000,
                     push_timeout_ms=10_000)
-    return dataclasses.replace(base, **overrides)
+    return base.replace(**overrides)
 
 
 def free_port() -> int:

@@ -4,7 +4,6 @@ metrics, precompute mode, input errors and a schemathesis fuzz run (no 5xx on an
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import pytest
@@ -12,7 +11,7 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings as hypothesis_settings
 
-from pipeline.settings import Settings
+from core.settings import Settings
 from serving.app import MAX_BATCH_USERS, MAX_K, create_app
 
 
@@ -79,7 +78,7 @@ def test_slow_online_store_answers_popularity_in_time(client, service, monkeypat
         time.sleep(1.0)
         return {}
 
-    monkeypatch.setattr(service, "settings", dataclasses.replace(service.settings, feature_timeout_ms=50))
+    monkeypatch.setattr(service, "settings", service.settings.replace(feature_timeout_ms=50))
     monkeypatch.setattr(service, "_read", slow_read)
     started = time.perf_counter()
     response = client.get("/recommendations/u000", params={"k": 5})
@@ -179,7 +178,7 @@ def test_precomputed_mode_serves_stored_lists_and_falls_back_to_live(served, cli
 
     summary = precompute(served, k=20)
     assert summary["model_version"] == "1" and summary["written"] == 200
-    precomputed = dataclasses.replace(served, serving_mode="precomputed")
+    precomputed = served.replace(serving_mode="precomputed")
     with TestClient(create_app(precomputed)) as pre:
         body = pre.get("/recommendations/u002", params={"k": 5}).json()
         live = client.get("/recommendations/u002", params={"k": 5}).json()
@@ -226,7 +225,7 @@ def test_malformed_events_are_refused(client, payload):
 
 def test_admin_reload_needs_the_token_when_one_is_set(client, service, served, monkeypatch):
     assert client.post("/admin/reload").status_code == 200  # no token configured: open (local default)
-    monkeypatch.setattr(service, "settings", dataclasses.replace(served, admin_token="s3cret"))
+    monkeypatch.setattr(service, "settings", served.replace(admin_token="s3cret"))
     assert client.post("/admin/reload").status_code == 401
     assert client.post("/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 401
     answer = client.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})

@@ -73,6 +73,6 @@ def test_precomputed_lists_in_redis(redis_world):
     summary = precompute(settings, k=10)
     assert summary["store"] == "redis" and summary["written"] == 200
     assert RedisPrecomputed(settings).versions() == [summary["model_version"]]
-    with TestClient(create_app(dataclasses.replace(settings, serving_mode="precomputed"))) as client:
+    with TestClient(create_app(settings.replace(serving_mode="precomputed"))) as client:
         body = client.get("/recommendations/u003", params={"k": 10}).json()
         assert body["source"] == "precomputed" and len(body["items"]) == 10

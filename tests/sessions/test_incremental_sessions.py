@@ -19,12 +19,12 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_session_tables import write_lake  # noqa: E402
 
-from pipeline.session_tables import (  # noqa: E402
+from sessions.session_tables import (  # noqa: E402
     build_pending_session_tables,
     build_session_tables,
     pending_affected_event_dates,
 )
-from pipeline.settings import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 
 K = 3
 # Only the models an incremental run rebuilds per user (and what they read).

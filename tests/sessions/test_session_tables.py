@@ -17,13 +17,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.session_tables import (
+from sessions.session_tables import (
     DBT_PROJECT_DIR,
     SessionTablesFailed,
     build_session_tables,
     generate_docs,
 )
-from pipeline.settings import Settings
+from core.settings import Settings
 
 # Small K so the truncation of recent_item_ids shows on a handful of events.
 K = 3
@@ -312,8 +312,8 @@ SPARK_CHILD = textwrap.dedent("""
     import json, sys
     from pathlib import Path
     from pyspark.sql import SparkSession
-    from pipeline.session_tables import build_session_tables
-    from pipeline.settings import Settings
+    from sessions.session_tables import build_session_tables
+    from core.settings import Settings
 
     home, out, k, marts = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
     settings = Settings(home=home, dbt_target="spark", spark_master="local[2]",

@@ -9,7 +9,6 @@ cannot. The data runs to ``DAY2``; splitting "as of" ``DAY1`` gives the previous
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 
 from tests.warehouse_fixtures import SESSIONIZED_FROM_USER_SEQUENCES
 
-from pipeline.settings import Settings
+from core.settings import Settings
 
 DAY1 = date(2026, 11, 10)
 DAY2 = date(2026, 11, 11)
@@ -95,7 +94,7 @@ def synth() -> SimpleNamespace:
 def settings(settings: Settings) -> Settings:
     # The repo-wide fixture (a home under tmp_path), with short sequences and a fixed seed; the
     # synthetic worlds are small, so the evidence floor is lowered to fit them.
-    return dataclasses.replace(settings, max_sequence_length=20, seed=7, min_eval_examples=20)
+    return settings.replace(max_sequence_length=20, seed=7, min_eval_examples=20)
 
 
 @pytest.fixture

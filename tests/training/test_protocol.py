@@ -162,13 +162,14 @@ def test_training_keeps_the_last_epoch_when_validation_is_too_small_to_select_on
 
 
 def test_promotion_refuses_a_decision_on_too_few_test_examples(settings):
-    from training.promote import decide_promotion
+    from registry.promotion import decide_promotion
+    from serving.smoke import serves_in_api_path
 
     candidate = {"metrics": {"ndcg_at_10": 0.5, "coverage_at_10": 0.3}, "baseline_metrics": {"ndcg_at_10": 0.1},
                  "model_name": "sknn", "model_version": "1", "n_test_examples": 4, "n_items": 10,
                  "split": {"protocol": "user_temporal"}}
-    decision = decide_promotion(dataclasses.replace(settings, min_eval_examples=200), "2026-03-08",
-                                candidate, gate_passed=True)
+    decision = decide_promotion(settings.replace(min_eval_examples=200), "2026-03-08",
+                                candidate, gate_passed=True, serving_check=serves_in_api_path)
     check = next(c for c in decision.checks if c["name"] == "enough_evaluation_examples")
     assert not decision.promote and not check["passed"]
     assert check["detail"].startswith("not enough evidence to promote: 4 test examples")

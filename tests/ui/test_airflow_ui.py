@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.airflow_env import airflow_env
-from pipeline.settings import REPO_ROOT, Settings
+from core.settings import REPO_ROOT, Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from pipeline.errors import UserError
+from core.errors import UserError
+from core.names import MODEL_NAMES
 
 from training.models.baselines import PopularityConfig, PopularityModel
 from training.models.bert4rec import BERT4Rec, BERT4RecConfig
@@ -32,6 +33,8 @@ MODELS: dict[str, tuple[type, type]] = {
     "sknn": (SKNNConfig, SKNN),
     "repeat": (RepeatConfig, RepeatModel),
 }
+# The floors below torch offer the names from core.names: they must be exactly these.
+assert tuple(MODELS) == MODEL_NAMES, "core.names.MODEL_NAMES is out of date"
 
 
 class UnknownModel(UserError, ValueError):

@@ -3,7 +3,7 @@
 A :class:`UserError` is raised for a condition the person running a command can fix (a missing
 raw folder, an empty warehouse, an unknown model name, a date outside the data): the command
 line tools print it as one line (``error: ...``) with exit status 2 instead of a traceback (see
-:mod:`pipeline.cli_errors`). Inside Airflow it fails the task like any other exception.
+:mod:`core.cli_errors`). Inside Airflow it fails the task like any other exception.
 
 This module imports nothing heavy (no torch, Spark or Airflow), so any layer can raise it.
 """

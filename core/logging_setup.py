@@ -4,7 +4,7 @@ carrying the DAG run's id and the run's date.
 Airflow keeps every task's log; with these fields a log search (``run_id=scheduled__2026-11-20``
 or ``run_date=2026-11-20``) finds every stage's lines of one night, whichever task wrote them.
 
-    from pipeline.logging_setup import stage_logging
+    from core.logging_setup import stage_logging
 
     with stage_logging("ingest_events", run_id="manual__...", run_date="2026-11-20"):
         ...  # every record of the "pipeline", "ingest", ... loggers carries the fields
@@ -144,13 +144,13 @@ def context_fields(context: Any) -> dict[str, Any]:
 def task_stage_logs(stage: str, run_date: str | None) -> Iterator[logging.LoggerAdapter]:
     """Inside an Airflow task: :func:`stage_logging` with the task's dag_id, run_id and try.
 
-    A :class:`~pipeline.errors.UserError` (no data for the date, too little to split) fails the
+    A :class:`~core.errors.UserError` (no data for the date, too little to split) fails the
     task at once, without the retries meant for transient I/O errors: retrying cannot fix it.
     """
     from airflow.sdk import get_current_context
     from airflow.sdk.exceptions import AirflowFailException
 
-    from pipeline.errors import UserError
+    from core.errors import UserError
 
     context = get_current_context()
     with stage_logging(stage, run_date=run_date, **context_fields(context)) as log:

@@ -27,7 +27,7 @@ def paired_test(
     import torch
 
     from training.evaluate import ndcg_per_example_on, paired_bootstrap
-    from training.recommender import load_recommender
+    from registry.versions import load_recommender
 
     if checkpoint is None:
         return False, "the candidate's registered checkpoint could not be downloaded: cannot compare", {}

@@ -21,7 +21,7 @@ Robustness rules (a request never gets a 5xx once a champion is loaded):
 
 Trust (the alias alone never makes a version live): a version is loaded only when its signed
 decision record passed (or a person forced it) and names the digest of the very file loaded
-(:func:`training.decision_record.verify_servable`); anything else is refused, reported in
+(:func:`registry.decision_record.verify_servable`); anything else is refused, reported in
 ``/health`` (``champion_refused``) and ``/metrics``, and the current model keeps serving. Each
 verified version is kept on local disk (:mod:`serving.last_good`); when the champion cannot be
 loaded at start, that copy serves and ``/health`` says ``degraded`` until the registry's
@@ -37,7 +37,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from pipeline.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from dataclasses import asdict
@@ -14,10 +13,12 @@ import torch
 from tests.registry_fixtures import promote_for_test
 from training.data import load_split
 from training.evaluate import left_pad
-from training.promote import PromotionDecision, apply_decision, decide_promotion
-from training.recommender import load_champion, load_recommender
+from registry.promotion import PromotionDecision, apply_decision, decide_promotion
+from serving.smoke import serves_in_api_path
+from registry.versions import load_champion, load_recommender
 from training.train import main as train_cli
-from training.train import mlflow_client, train_and_log
+from training.train import train_and_log
+from training.tracking import mlflow_client
 
 
 def _good(settings, run_date, tiny_sasrec):
@@ -71,7 +72,7 @@ def test_first_candidate_is_logged_registered_and_promoted(ring_two_nights, synt
     version = client.get_model_version(settings.registered_model_name, "1")
     assert version.run_id == candidate["run_id"] and version.source.endswith("/checkpoint")
 
-    decision = decide_promotion(settings, synth.DAY1, candidate, gate_passed=True)
+    decision = decide_promotion(settings, synth.DAY1, candidate, gate_passed=True, serving_check=serves_in_api_path)
     assert decision.promote, decision.checks
     assert _checks(decision) == {"quality_gate_passed": True, "metrics_finite": True,
                                  "non_empty_outputs": True, "enough_evaluation_examples": True,
@@ -107,13 +108,13 @@ def test_first_candidate_is_logged_registered_and_promoted(ring_two_nights, synt
 def test_worse_candidate_is_refused_and_the_champion_stays(ring_two_nights, synth, tiny_sasrec):
     settings = ring_two_nights
     champion = _good(settings, synth.DAY1, tiny_sasrec)
-    apply_decision(settings, decide_promotion(settings, synth.DAY1, champion, gate_passed=True))
+    apply_decision(settings, decide_promotion(settings, synth.DAY1, champion, gate_passed=True, serving_check=serves_in_api_path))
     assert _champion_version(settings) == champion["model_version"]
 
     # The next night: new data, a new test window, a much worse candidate.
     candidate = _weak(settings, synth.DAY2, tiny_sasrec)
     assert candidate["split"]["test_start"] != champion["split"]["test_start"]
-    decision = decide_promotion(settings, synth.DAY2, candidate, gate_passed=True)
+    decision = decide_promotion(settings, synth.DAY2, candidate, gate_passed=True, serving_check=serves_in_api_path)
     assert not decision.promote
     assert _checks(decision)["beats_champion"] is False
     assert decision.champion_version == champion["model_version"]
@@ -143,7 +144,7 @@ def test_better_candidate_is_promoted(ring_two_nights, synth, tiny_sasrec):
     promote_for_test(settings, old["model_version"])
 
     candidate = _good(settings, synth.DAY2, tiny_sasrec)
-    decision = decide_promotion(settings, synth.DAY2, candidate, gate_passed=True)
+    decision = decide_promotion(settings, synth.DAY2, candidate, gate_passed=True, serving_check=serves_in_api_path)
     assert decision.promote, decision.checks
     assert decision.champion_version == old["model_version"]
     champion_score = decision.metrics["champion_rescored"]["ndcg_at_10"]
@@ -160,10 +161,10 @@ def test_a_stale_decision_cannot_move_the_champion_back(ring_two_nights, synth, 
     # v2 (a task cleared in the Airflow UI): applying the old decision must not roll back.
     settings = ring_two_nights
     first = _good(settings, synth.DAY1, tiny_sasrec)
-    stale = decide_promotion(settings, synth.DAY1, first, gate_passed=True)
+    stale = decide_promotion(settings, synth.DAY1, first, gate_passed=True, serving_check=serves_in_api_path)
     assert stale.promote
     second = _good(settings, synth.DAY2, tiny_sasrec)
-    apply_decision(settings, decide_promotion(settings, synth.DAY2, second, gate_passed=True))
+    apply_decision(settings, decide_promotion(settings, synth.DAY2, second, gate_passed=True, serving_check=serves_in_api_path))
     assert _champion_version(settings) == second["model_version"]
 
     record = apply_decision(settings, stale)
@@ -176,7 +177,7 @@ def test_gate_failure_or_nan_metrics_refuse(ring_two_nights, synth, tiny_sasrec)
     settings = ring_two_nights
     candidate = _good(settings, synth.DAY1, tiny_sasrec)
 
-    gate_failed = decide_promotion(settings, synth.DAY1, candidate, gate_passed=False)
+    gate_failed = decide_promotion(settings, synth.DAY1, candidate, gate_passed=False, serving_check=serves_in_api_path)
     assert not gate_failed.promote
     assert [c["name"] for c in gate_failed.checks if not c["passed"]] == ["quality_gate_passed"]
     record = apply_decision(settings, gate_failed)
@@ -184,7 +185,7 @@ def test_gate_failure_or_nan_metrics_refuse(ring_two_nights, synth, tiny_sasrec)
     assert load_champion(settings) is None  # nothing was promoted
 
     broken = candidate | {"metrics": candidate["metrics"] | {"ndcg_at_10": math.nan}}
-    nan_decision = decide_promotion(settings, synth.DAY1, broken, gate_passed=True)
+    nan_decision = decide_promotion(settings, synth.DAY1, broken, gate_passed=True, serving_check=serves_in_api_path)
     assert not nan_decision.promote
     failed = {c["name"] for c in nan_decision.checks if not c["passed"]}
     assert {"metrics_finite", "beats_popularity"} <= failed
@@ -206,7 +207,7 @@ def corrupt_registered_artifact(settings, version: str) -> None:
     """Overwrite a registered version's checkpoint in the MLflow artifact store with junk."""
     from urllib.parse import urlparse
 
-    from training.train import CHECKPOINT_FILE
+    from training.tracking import CHECKPOINT_FILE
 
     source = mlflow_client(settings).get_model_version_download_uri(settings.registered_model_name, version)
     path = Path(urlparse(source).path) / CHECKPOINT_FILE
@@ -218,7 +219,7 @@ def test_corrupt_artifact_is_refused(ring_two_nights, synth, tiny_sasrec):
     settings = ring_two_nights
     candidate = _good(settings, synth.DAY1, tiny_sasrec)
     corrupt_registered_artifact(settings, candidate["model_version"])
-    decision = decide_promotion(settings, synth.DAY1, candidate, gate_passed=True)
+    decision = decide_promotion(settings, synth.DAY1, candidate, gate_passed=True, serving_check=serves_in_api_path)
     assert not decision.promote
     assert decision.failed_checks == ["serves_in_api_path"]
     assert "cannot be loaded" in {c["name"]: c for c in decision.checks}["serves_in_api_path"]["detail"]
@@ -229,7 +230,7 @@ def test_corrupt_artifact_is_refused(ring_two_nights, synth, tiny_sasrec):
 def test_popularity_can_be_promoted_when_there_is_no_better_champion(ring_two_nights, synth):
     settings = ring_two_nights
     candidate = train_and_log(settings, synth.DAY1, "popularity", epochs=1)
-    decision = decide_promotion(settings, synth.DAY1, candidate, gate_passed=True)
+    decision = decide_promotion(settings, synth.DAY1, candidate, gate_passed=True, serving_check=serves_in_api_path)
     beats = {c["name"]: c for c in decision.checks}["beats_popularity"]
     assert beats["passed"] and "not applicable" in beats["detail"]
     assert decision.promote, decision.checks
@@ -242,9 +243,9 @@ def test_min_gain_and_coverage_floor_come_from_settings(ring_two_nights, synth, 
     weak = _weak(settings, synth.DAY1, tiny_sasrec)
     promote_for_test(settings, weak["model_version"])
     good = _good(settings, synth.DAY1, tiny_sasrec)  # same night, same window, much better
-    assert _checks(decide_promotion(settings, synth.DAY1, good, gate_passed=True))["beats_champion"] is True
-    demanding = dataclasses.replace(settings, promotion_min_gain=100.0, promotion_min_coverage=1.01)
-    decision = decide_promotion(demanding, synth.DAY1, good, gate_passed=True)
+    assert _checks(decide_promotion(settings, synth.DAY1, good, gate_passed=True, serving_check=serves_in_api_path))["beats_champion"] is True
+    demanding = settings.replace(promotion_min_gain=100.0, promotion_min_coverage=1.01)
+    decision = decide_promotion(demanding, synth.DAY1, good, gate_passed=True, serving_check=serves_in_api_path)
     checks = {c["name"]: c for c in decision.checks}
     assert checks["beats_champion"]["passed"] is False  # significant, but not +10000%
     assert "below the minimum gain" in checks["beats_champion"]["detail"]

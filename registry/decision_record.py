@@ -3,10 +3,10 @@
 The ``champion`` alias says which version the registry *points at*; anyone who can reach MLflow
 can move it. What serving trusts instead is a decision record on the version itself:
 
-* written by the promotion step (:func:`training.promote.apply_decision`) for every decision
+* written by the promotion step (:func:`registry.promotion.apply_decision`) for every decision
   (before the alias moves; rewritten as not passed when the move fails; a re-decided serving
   champion that is now rejected keeps the record that made it champion), and by rollback
-  (:mod:`training.rollback`) for the version it moves the alias to (passed when that version's
+  (:mod:`registry.rollback`) for the version it moves the alias to (passed when that version's
   own record passed for the same artifact, otherwise only with ``force``, recorded as forced);
 * holding the registered name, the version, the MLflow run, the run date, the checks (name and
   outcome), whether it passed, whether a person forced it, and the SHA-256 of the checkpoint
@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from pipeline.settings import Settings
+from core.settings import Settings
 
 RECORD_TAG = "decision_record"
 SIGNATURE_TAG = "decision_signature"

@@ -1,6 +1,6 @@
 """User errors on the command line: one ``error: ...`` line on stderr and exit status 2, no traceback.
 
-    from pipeline.cli_errors import add_debug_flag, user_errors
+    from core.cli_errors import add_debug_flag, user_errors
 
     def main(argv=None) -> int:
         parser = argparse.ArgumentParser()
@@ -9,7 +9,7 @@
         with user_errors(debug=args.debug):
             ...  # a UserError raised in here ends the command with one line
 
-What counts as a user error: :class:`pipeline.errors.UserError` (and its subclasses), plus the
+What counts as a user error: :class:`core.errors.UserError` (and its subclasses), plus the
 exception types a command names itself (``user_errors(FileNotFoundError)`` where that command
 raises FileNotFoundError only for a missing input). Anything else is a bug and keeps its
 traceback. ``--debug`` (or ``RECSYS_DEBUG=1`` in the environment) shows the traceback of user
@@ -24,7 +24,7 @@ import os
 import sys
 from typing import Iterator
 
-from pipeline.errors import UserError
+from core.errors import UserError
 
 USER_ERROR_EXIT = 2
 DEBUG_ENV = "RECSYS_DEBUG"

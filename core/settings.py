@@ -1,29 +1,36 @@
-"""All settings of the platform, in one typed place, read from the environment.
+"""All settings of the platform, in one typed place, read from the environment in one place.
 
-Every stage takes a :class:`Settings`; nothing reads ``os.environ`` elsewhere. The embedded
-defaults (Spark ``local[*]``, DuckDB, SQLite, MLflow on a local SQLite file) need no server; a
-cluster deployment changes environment variables only (see ``docker/.env.example``).
+Every stage takes a :class:`Settings`. ``Settings()`` is the defaults plus the values given in
+code (tests, benchmarks); :meth:`Settings.from_env` reads ``RECSYS_<FIELD>`` (and MLflow's own
+``MLFLOW_TRACKING_URI``) with pydantic-settings, which also checks each value's type: a bad value
+is one line naming the variable. Nothing else in the platform reads ``os.environ`` for its
+settings. The embedded defaults (Spark ``local[*]``, DuckDB, SQLite, MLflow on a local SQLite
+file) need no server; a cluster deployment changes environment variables only (see
+``docker/.env.example``).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
+
+from core.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
-
-
-def _env(env: Mapping[str, str], name: str, default: str) -> str:
-    value = env.get(name)
-    return default if value is None or value == "" else value
+ENV_PREFIX = "RECSYS_"
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_ignore_empty=True, frozen=True, extra="forbid",
+        populate_by_name=True, validate_default=False,
+    )
+
     # Root of every generated artefact (raw logs, lake, warehouse, feature store, MLflow, ...).
     home: Path = REPO_ROOT / ".recsys"
     spark_master: str = "local[*]"
@@ -43,7 +50,8 @@ class Settings:
     max_sequence_length: int = 50
     feast_online_store: str = "sqlite"  # "sqlite" or "redis"
     redis_connection_string: str = "127.0.0.1:6379"
-    mlflow_tracking_uri: str = ""  # empty: sqlite file under home
+    # Empty: a SQLite file under home. Read from MLflow's own variable, MLFLOW_TRACKING_URI.
+    mlflow_tracking_uri: str = Field("", validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "mlflow_tracking_uri"))
     registered_model_name: str = "sequential_recommender"
     champion_alias: str = "champion"
     device: str = "auto"  # "auto", "cpu", "cuda"
@@ -58,7 +66,7 @@ class Settings:
     promotion_bootstrap_samples: int = 2000
     # Key of the HMAC that signs decision records (serving loads only versions whose signed
     # record passed). Empty: a random key kept in $RECSYS_HOME/secrets/decision.key (0600).
-    decision_signing_key: str = field(default="", repr=False)
+    decision_signing_key: str = Field("", repr=False)
     # Evaluation protocol: "user_temporal" (a user's next item after a global time cut),
     # "session" (every prefix of each session in the last days predicts its next item) or "auto"
     # (chosen from the log: see training.protocol). Window lengths in days; 0 = chosen from the
@@ -83,13 +91,13 @@ class Settings:
     serving_mode: str = "live"
     precompute_k: int = 100
     # PyTorch intra-op threads while the API runs (0: leave as is). A batch-1 forward gains
-    # nothing from more, and spinning OpenMP threads cost 10x its latency on a busy small machine.
+    # nothing from more, and spinning OpenMP threads on a busy small machine slow it down.
     serving_torch_threads: int = 1
     # Bearer token POST /admin/reload requires; empty (the local default) leaves it open. Read
     # from the environment only (RECSYS_ADMIN_TOKEN), never from a file in the repository.
-    admin_token: str = field(default="", repr=False)
+    admin_token: str = Field("", repr=False)
     # Bearer token POST /events requires; empty leaves it open on a loopback bind only.
-    events_token: str = field(default="", repr=False)
+    events_token: str = Field("", repr=False)
     # The address the API binds (uvicorn --host). A non-loopback bind refuses to start unless
     # both tokens are set.
     api_host: str = "127.0.0.1"
@@ -188,66 +196,61 @@ class Settings:
     def mlflow_artifact_root(self) -> Path:
         return self.home / "mlflow" / "artifacts"
 
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, home: Path) -> Path:
+        return Path(home).resolve()
+
+    @field_validator("exclude_seen", mode="before")
+    @classmethod
+    def _lower_case(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        # Built in code: the given values over the defaults, never the environment (a test's
+        # Settings(home=tmp) must not pick up a developer's exported RECSYS_* variables).
+        return (init_settings,)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        env = os.environ if env is None else env
-        d = cls()
-        return cls(
-            home=Path(_env(env, "RECSYS_HOME", str(d.home))).resolve(),
-            spark_master=_env(env, "RECSYS_SPARK_MASTER", d.spark_master),
-            spark_driver_memory=_env(env, "RECSYS_SPARK_DRIVER_MEMORY", d.spark_driver_memory),
-            ingest_parser=_env(env, "RECSYS_INGEST_PARSER", d.ingest_parser),
-            dbt_target=_env(env, "RECSYS_DBT_TARGET", d.dbt_target),
-            session_gap_minutes=int(_env(env, "RECSYS_SESSION_GAP_MINUTES", str(d.session_gap_minutes))),
-            max_future_skew_minutes=int(
-                _env(env, "RECSYS_MAX_FUTURE_SKEW_MINUTES", str(d.max_future_skew_minutes))
-            ),
-            max_event_age_days=int(_env(env, "RECSYS_MAX_EVENT_AGE_DAYS", str(d.max_event_age_days))),
-            max_sequence_length=int(_env(env, "RECSYS_MAX_SEQUENCE_LENGTH", str(d.max_sequence_length))),
-            feast_online_store=_env(env, "RECSYS_FEAST_ONLINE_STORE", d.feast_online_store),
-            redis_connection_string=_env(env, "RECSYS_REDIS_CONNECTION_STRING", d.redis_connection_string),
-            mlflow_tracking_uri=_env(env, "MLFLOW_TRACKING_URI", d.mlflow_tracking_uri),
-            registered_model_name=_env(env, "RECSYS_REGISTERED_MODEL_NAME", d.registered_model_name),
-            device=_env(env, "RECSYS_DEVICE", d.device),
-            seed=int(_env(env, "RECSYS_SEED", str(d.seed))),
-            promotion_min_coverage=float(
-                _env(env, "RECSYS_PROMOTION_MIN_COVERAGE", str(d.promotion_min_coverage))
-            ),
-            champion_poll_seconds=float(
-                _env(env, "RECSYS_CHAMPION_POLL_SECONDS", str(d.champion_poll_seconds))
-            ),
-            feature_timeout_ms=float(_env(env, "RECSYS_FEATURE_TIMEOUT_MS", str(d.feature_timeout_ms))),
-            serving_mode=_env(env, "RECSYS_SERVING_MODE", d.serving_mode),
-            precompute_k=int(_env(env, "RECSYS_PRECOMPUTE_K", str(d.precompute_k))),
-            serving_torch_threads=int(
-                _env(env, "RECSYS_SERVING_TORCH_THREADS", str(d.serving_torch_threads))
-            ),
-            admin_token=_env(env, "RECSYS_ADMIN_TOKEN", d.admin_token),
-            events_token=_env(env, "RECSYS_EVENTS_TOKEN", d.events_token),
-            api_host=_env(env, "RECSYS_API_HOST", d.api_host),
-            push_timeout_ms=float(_env(env, "RECSYS_PUSH_TIMEOUT_MS", str(d.push_timeout_ms))),
-            serving_max_concurrency=int(
-                _env(env, "RECSYS_SERVING_MAX_CONCURRENCY", str(d.serving_max_concurrency))
-            ),
-            serving_batch_workers=int(_env(env, "RECSYS_SERVING_BATCH_WORKERS", str(d.serving_batch_workers))),
-            promotion_min_gain=float(_env(env, "RECSYS_PROMOTION_MIN_GAIN", str(d.promotion_min_gain))),
-            promotion_confidence=float(
-                _env(env, "RECSYS_PROMOTION_CONFIDENCE", str(d.promotion_confidence))
-            ),
-            promotion_bootstrap_samples=int(
-                _env(env, "RECSYS_PROMOTION_BOOTSTRAP_SAMPLES", str(d.promotion_bootstrap_samples))
-            ),
-            decision_signing_key=_env(env, "RECSYS_DECISION_SIGNING_KEY", d.decision_signing_key),
-            eval_protocol=_env(env, "RECSYS_EVAL_PROTOCOL", d.eval_protocol),
-            eval_test_days=float(_env(env, "RECSYS_EVAL_TEST_DAYS", str(d.eval_test_days))),
-            eval_val_days=float(_env(env, "RECSYS_EVAL_VAL_DAYS", str(d.eval_val_days))),
-            min_eval_examples=int(_env(env, "RECSYS_MIN_EVAL_EXAMPLES", str(d.min_eval_examples))),
-            exclude_seen=_env(env, "RECSYS_EXCLUDE_SEEN", d.exclude_seen).lower(),
-            repeat_share_threshold=float(
-                _env(env, "RECSYS_REPEAT_SHARE_THRESHOLD", str(d.repeat_share_threshold))
-            ),
-            auto_models=_env(env, "RECSYS_AUTO_MODELS", d.auto_models),
-        )
+        """The settings the environment (or ``env``) describes; an unset or empty variable keeps
+        the default. A value of the wrong type raises a :class:`UserError` naming it."""
+        source = _MappingEnvSource(cls, os.environ if env is None else env)
+        try:
+            return cls(**source())
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{ENV_PREFIX}{'.'.join(map(str, e['loc'])).upper()}={e.get('input')!r}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise UserError(f"bad setting: {problems}", fix="correct the environment variable") from None
+
+    @classmethod
+    def env_names(cls) -> dict[str, str]:
+        """``{field: environment variable}`` for every setting."""
+        names = {}
+        for name, info in cls.model_fields.items():
+            alias = info.validation_alias
+            names[name] = alias.choices[0] if isinstance(alias, AliasChoices) else f"{ENV_PREFIX}{name.upper()}"
+        return names
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with ``changes`` applied and checked (the settings are frozen)."""
+        return type(self)(**{**self.model_dump(), **changes})
 
     def with_home(self, home: Path) -> "Settings":
-        return replace(self, home=Path(home).resolve())
+        return self.replace(home=home)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source reading a given mapping instead of ``os.environ``
+    (the compose files' environments are checked this way without touching the process's)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]):
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)

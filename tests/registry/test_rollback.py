@@ -3,7 +3,6 @@ a rollback is followed without a restart, a corrupt version never becomes live."
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -11,11 +10,14 @@ from urllib.parse import urlparse
 
 import pytest
 
-from training.promote import apply_decision, decide_promotion
-from training.recommender import champion_version
-from training.rollback import RollbackRefused, main as rollback_cli, rollback
+from registry.promotion import apply_decision, decide_promotion
+
+from serving.smoke import serves_in_api_path
+from registry.versions import champion_version
+from registry.rollback import RollbackRefused, main as rollback_cli, rollback
 from tests.reliability.serving_registry import wait_for as poll_until
-from training.train import CHECKPOINT_FILE, mlflow_client, train_and_log
+from training.train import train_and_log
+from training.tracking import CHECKPOINT_FILE, mlflow_client
 
 
 # v1 must beat popularity; v2 must beat v1 for real on night 2's window.
@@ -37,11 +39,11 @@ wait_for = functools.partial(poll_until, timeout_s=10.0)
 def two_champions(settings, synth, tiny_sasrec):
     """v1 promoted on night 1, v2 (trained longer, a real win) promoted on night 2: v2 serves,
     v1 is the previous champion."""
-    settings = dataclasses.replace(settings, champion_poll_seconds=0.1)
+    settings = settings.replace(champion_poll_seconds=0.1)
     synth.write(settings.warehouse_path, synth.ring_rows())
     for day, epochs in ((synth.DAY1, EPOCHS_V1), (synth.DAY2, EPOCHS_V2)):
         candidate = train_and_log(settings, day, "sasrec", epochs=epochs, lr=3e-3, model_config=tiny_sasrec)
-        decision = decide_promotion(settings, day, candidate, gate_passed=True)
+        decision = decide_promotion(settings, day, candidate, gate_passed=True, serving_check=serves_in_api_path)
         assert decision.promote, decision.checks
         apply_decision(settings, decision)
     assert champion_version(settings) == "2"
@@ -50,8 +52,8 @@ def two_champions(settings, synth, tiny_sasrec):
 
 @pytest.fixture
 def following(two_champions):
-    from serving.recommender import RecommendationService
-    from serving.registry import ChampionFollower
+    from serving.recommendation_service import RecommendationService
+    from serving.champion_poller import ChampionFollower
 
     service = RecommendationService(two_champions)
     follower = ChampionFollower(service, two_champions.champion_poll_seconds).start()
@@ -127,7 +129,7 @@ def test_cli_to_previous(two_champions, capsys, monkeypatch, synth):
 def test_rollback_dag_is_manual_with_a_version_param():
     from airflow.dag_processing.dagbag import DagBag
 
-    from pipeline.settings import REPO_ROOT
+    from core.settings import REPO_ROOT
 
     dag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "rollback_champion.py")).dags["rollback_champion"]
     assert dag.schedule is None or dag.timetable.summary in ("None", None)

@@ -1,12 +1,12 @@
 """Move the ``champion`` alias back to an earlier registered version.
 
-    python -m training.rollback --version 3
-    python -m training.rollback --to-previous     # the latest earlier version that was champion
-    python -m training.rollback --version 4 --force --reason "..."   # one that never passed
+    python -m registry.rollback --version 3
+    python -m registry.rollback --to-previous     # the latest earlier version that was champion
+    python -m registry.rollback --version 4 --force --reason "..."   # one that never passed
 
 The target must exist and must load and answer a smoke request through the same path serving
 uses; anything else is refused and the alias does not move. The target must also hold a signed
-decision record that passed (:mod:`training.decision_record`) for the very checkpoint it has now:
+decision record that passed (:mod:`registry.decision_record`) for the very checkpoint it has now:
 a version that was rejected, never decided, or whose artifact changed since is refused unless
 ``--force`` (``force=True``) is given, which is logged as a loud warning and recorded as forced.
 The target gets a signed ``rollback`` record (passed when its earlier record passed, forced
@@ -28,7 +28,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-from pipeline.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,8 @@ class RollbackRefused(RuntimeError):
 def previous_champion(settings: Settings, client=None) -> str | None:
     """The highest version below the current champion that was champion once (promoted or
     rolled back to), or None."""
-    from training.recommender import champion_version
-    from training.train import mlflow_client
+    from registry.versions import champion_version
+    from training.tracking import mlflow_client
 
     client = client or mlflow_client(settings)
     current = champion_version(settings, client)
@@ -69,7 +69,7 @@ def _record(settings: Settings, record: dict[str, Any]) -> dict[str, Any]:
 def _passing_record(settings: Settings, client, version: str, digest: str) -> tuple[dict[str, Any] | None, str]:
     """``version``'s record when it passed for the checkpoint whose SHA-256 is ``digest``;
     else (None, why not)."""
-    from training.decision_record import DecisionRefused, read_record
+    from registry.decision_record import DecisionRefused, read_record
 
     try:
         record = read_record(settings, client, version)
@@ -86,7 +86,7 @@ def _passing_record(settings: Settings, client, version: str, digest: str) -> tu
 
 def _restore(client, name: str, version: str, tags: dict[str, str]) -> None:
     """Put ``version``'s decision-record tags back as they were (``tags``: the earlier ones)."""
-    from training.decision_record import RECORD_TAG, SIGNATURE_TAG
+    from registry.decision_record import RECORD_TAG, SIGNATURE_TAG
 
     for key in (RECORD_TAG, SIGNATURE_TAG):
         if key in tags:
@@ -102,9 +102,9 @@ def rollback(settings: Settings, version: str | int | None = None, *, to_previou
     no passing decision record and ``force`` is not set."""
     from mlflow.exceptions import MlflowException
 
-    from training.decision_record import RECORD_TAG, SIGNATURE_TAG, artifact_digest, build_record, write_record
-    from training.recommender import champion_version, download_registered_checkpoint, load_recommender
-    from training.train import mlflow_client
+    from registry.decision_record import RECORD_TAG, SIGNATURE_TAG, artifact_digest, build_record, write_record
+    from registry.versions import champion_version, download_registered_checkpoint, load_recommender
+    from training.tracking import mlflow_client
 
     client = mlflow_client(settings)
     name = settings.registered_model_name

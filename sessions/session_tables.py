@@ -13,7 +13,7 @@ midnight never leave fragments: any sequence of incremental runs gives the table
 refresh gives. :func:`build_pending_session_tables` works out those dates itself from the
 reconciliation records no build has consumed yet (a full refresh when it cannot tell).
 
-Rejected arrival days (``quality.admission``): their rows are left out by the staging model
+Rejected arrival days (``sessions.admission_record``, written by ``quality.admission``): their rows are left out by the staging model
 (var ``excluded_arrival_dates``). The build record keeps the list each build used; a build whose
 list differs (a day rejected or re-admitted since) is a full refresh: rare, and unlike a per-date
 rebuild it stays exact when the day's events were also re-sent on other days.
@@ -30,7 +30,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from pipeline.settings import REPO_ROOT, Settings
+from core.settings import REPO_ROOT, Settings
 
 DBT_PROJECT_DIR = REPO_ROOT / "dbt"
 
@@ -77,7 +77,7 @@ def dbt_vars(
     if affected_event_dates is not None:
         values["affected_event_dates"] = _iso_dates(affected_event_dates)
     if excluded_arrival_dates is None:
-        from quality.admission import excluded_arrival_dates as recorded_exclusions
+        from sessions.admission_record import excluded_arrival_dates as recorded_exclusions
 
         excluded_arrival_dates = recorded_exclusions(settings)
     excluded = _iso_dates(excluded_arrival_dates)
@@ -207,7 +207,7 @@ def build_pending_session_tables(settings: Settings, *, full_refresh: bool = Fal
     excluded arrival days it left out. Both are read before dbt starts, so a day ingested or
     rejected during the build is caught next time.
     """
-    from quality.admission import excluded_arrival_dates
+    from sessions.admission_record import excluded_arrival_dates
 
     snapshot = _reconciliation_fingerprints(settings)
     excluded = excluded_arrival_dates(settings)

@@ -17,7 +17,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pipeline.settings import REPO_ROOT, Settings
+from core.settings import REPO_ROOT, Settings
 
 # The SQL model registry stores descriptions up to 5000 characters.
 MAX_DESCRIPTION = 4900
@@ -64,7 +64,7 @@ def quality_summary(settings: Settings, run_date: str) -> list[str]:
 
 
 def render_model_card(settings: Settings, record: dict[str, Any], revision: str | None = None) -> str:
-    """The markdown card of a decision record (what :func:`training.promote.apply_decision` wrote)."""
+    """The markdown card of a decision record (what :func:`registry.promotion.apply_decision` wrote)."""
     name = record.get("registered_model_name") or settings.registered_model_name
     version = record["candidate_version"]
     metrics = record.get("metrics") or {}
@@ -119,7 +119,7 @@ def render_model_card(settings: Settings, record: dict[str, Any], revision: str 
 
 def write_model_card(settings: Settings, record: dict[str, Any], client=None) -> str:
     """Render the card and store it (run artifact, version description + tags, local file)."""
-    from training.train import mlflow_client
+    from training.tracking import mlflow_client
 
     client = client or mlflow_client(settings)
     name = record.get("registered_model_name") or settings.registered_model_name

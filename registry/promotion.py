@@ -22,15 +22,16 @@ The candidate is promoted (alias ``champion`` moved to its version) only when al
 * ``coverage_floor``       - candidate ``coverage_at_10 >= RECSYS_PROMOTION_MIN_COVERAGE``
   (default 0.01): a model that shows everyone the same few items is refused;
 * ``serves_in_api_path``   - the registered version is downloaded and loaded exactly as the API
-  loads it (:func:`training.recommender.load_registered_version`) and answers smoke requests
-  through :func:`serving.recommender.answer` with real users' online features read from Feast;
+  loads it (:func:`registry.versions.load_registered_version`) and answers smoke requests
+  through the API's answer path with real users' online features read from Feast
+  (:func:`serving.smoke.serves_in_api_path`, passed in by the caller);
   a corrupt artifact fails here;
 * ``champion_unchanged_since_evaluation`` and ``artifact_unchanged_since_evaluation`` (the
   checkpoint's SHA-256 is still the one the checks ran on) - added by :func:`apply_decision`.
 
 Every decision (promoted or not) writes a signed decision record on the candidate version
-(:mod:`training.decision_record`: serving loads only versions whose record passed) and a model
-card (:mod:`training.model_card`).
+(:mod:`registry.decision_record`: serving loads only versions whose record passed) and a model
+card (:mod:`registry.model_card`).
 """
 
 from __future__ import annotations
@@ -39,15 +40,15 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
-from pipeline.settings import Settings
+from core.settings import Settings
 
 METRIC = "ndcg_at_10"
 COVERAGE_METRIC = "coverage_at_10"
-SMOKE_USERS = 5
-SMOKE_K = 10
 CHAMPION_CHECK = "beats_champion"
+# (settings, registered version) -> (passed, detail)
+ServingCheck = Callable[[Settings, str], "tuple[bool, str]"]
 
 
 @dataclass
@@ -68,7 +69,7 @@ class PromotionDecision:
     confidence: float = 0.95
     bootstrap_samples: int = 0
     # The champion comparison's numbers (empty when there was none): see
-    # :func:`training.champion_comparison.paired_test`.
+    # :func:`registry.champion_comparison.paired_test`.
     paired_test: dict[str, Any] = field(default_factory=dict)
     # SHA-256 of the registered checkpoint the checks ran on ("" when it could not be read).
     candidate_artifact_sha256: str = ""
@@ -97,50 +98,6 @@ def _alias_version(client, name: str, alias: str) -> str | None:
         raise
 
 
-def serves_in_api_path(settings: Settings, version: str) -> tuple[bool, str]:
-    """Load ``version`` as serving does and answer smoke requests for a few real users.
-
-    Users come from the last feature export and their features from the Feast online store, as
-    in the API. Without a feature export (a registry used without Feast) only the load and the
-    model's own smoke request are checked, and the detail says so.
-    """
-    from serving.precompute import active_user_ids
-    from serving.recommender import answer
-    from training.recommender import ModelLoadError, load_registered_version
-
-    try:
-        model = load_registered_version(settings, version)  # includes a smoke request
-    except ModelLoadError as exc:
-        return False, str(exc)
-    try:
-        users = active_user_ids(settings)[:SMOKE_USERS]
-    except FileNotFoundError:
-        return True, (f"v{version} loaded through the serving path and answered a smoke request; "
-                      "no feature export, so no online-store read was tried")
-    try:
-        from features.store import feature_store, read_user_features
-
-        features = read_user_features(feature_store(settings), users + ["__promotion_smoke_unknown__"])
-    except Exception as exc:  # noqa: BLE001
-        return False, f"online feature read failed: {type(exc).__name__}: {exc}"
-    answered = 0
-    try:
-        for user_id in users:
-            rec = answer(model, version, user_id, SMOKE_K, features.get(user_id))
-            if not rec.items:
-                return False, f"empty answer for user {user_id!r}"
-            answered += not rec.fallback
-        unknown = answer(model, version, "__promotion_smoke_unknown__", SMOKE_K, None)
-        if not unknown.items:
-            return False, "empty popularity fallback"
-    except Exception as exc:  # noqa: BLE001
-        return False, f"model failed on a smoke request: {type(exc).__name__}: {exc}"
-    if users and not answered:
-        return False, f"none of {len(users)} real users got a model answer (all fell back)"
-    return True, (f"v{version} loaded through the serving path; {answered}/{len(users)} real users "
-                  "answered from their online features, the unknown user from popularity")
-
-
 def _settings_error(confidence: float, samples: int) -> str | None:
     if not 0.0 < confidence < 1.0:
         return f"RECSYS_PROMOTION_CONFIDENCE must be between 0 and 1 (exclusive), got {confidence}"
@@ -151,8 +108,8 @@ def _settings_error(confidence: float, samples: int) -> str | None:
 
 def _current_digest(settings: Settings, client, decision: PromotionDecision) -> tuple[str, str]:
     """The candidate checkpoint's SHA-256 now, and a detail comparing it with the evaluated one."""
-    from training.decision_record import artifact_digest
-    from training.recommender import download_registered_checkpoint
+    from registry.decision_record import artifact_digest
+    from registry.versions import download_registered_checkpoint
 
     evaluated = decision.candidate_artifact_sha256
     try:
@@ -171,17 +128,22 @@ def decide_promotion(
     run_date: date | str,
     candidate: dict[str, Any],
     gate_passed: bool,
+    *,
+    serving_check: ServingCheck,
     min_coverage: float | None = None,
     min_gain: float | None = None,
 ) -> PromotionDecision:
     """Evaluate every check for ``candidate`` (the dict ``train_and_log`` returned); changes nothing.
 
-    ``min_coverage`` and ``min_gain`` default to the settings' values.
+    ``serving_check(settings, version) -> (passed, detail)`` loads the registered version the way
+    the API does and answers smoke requests (``serving.smoke.serves_in_api_path``): it is passed
+    in because serving sits above the registry. ``min_coverage`` and ``min_gain`` default to the
+    settings' values.
     """
-    from training.champion_comparison import paired_test
-    from training.decision_record import artifact_digest
+    from registry.champion_comparison import paired_test
+    from registry.decision_record import artifact_digest
     from training.protocol import split_for_record
-    from training.recommender import download_registered_checkpoint, load_champion
+    from registry.versions import download_registered_checkpoint, load_champion
 
     min_coverage = settings.promotion_min_coverage if min_coverage is None else float(min_coverage)
     min_gain = settings.promotion_min_gain if min_gain is None else float(min_gain)
@@ -279,7 +241,7 @@ def decide_promotion(
         "coverage_floor", finite and coverage >= min_coverage,
         f"candidate {COVERAGE_METRIC}={coverage:.4f}, floor {min_coverage}",
     ))
-    served, detail = serves_in_api_path(settings, version)
+    served, detail = serving_check(settings, version)
     checks.append(_check("serves_in_api_path", served, detail))
 
     return PromotionDecision(
@@ -316,8 +278,8 @@ def apply_decision(settings: Settings, decision: PromotionDecision) -> dict[str,
     the decision file is not written yet, and a retry decides again). The version's tags and the
     decision file follow the alias.
     """
-    from training.decision_record import build_record, write_record
-    from training.train import mlflow_client
+    from registry.decision_record import build_record, write_record
+    from training.tracking import mlflow_client
 
     client = mlflow_client(settings)
     name = settings.registered_model_name
@@ -378,7 +340,7 @@ def apply_decision(settings: Settings, decision: PromotionDecision) -> dict[str,
     path = settings.decisions_dir / f"{decision.run_date}.json"
     path.write_text(json.dumps(record, indent=2, default=str))
     try:
-        from training.model_card import write_model_card
+        from registry.model_card import write_model_card
 
         card_path = write_model_card(settings, record, client=client)
     except Exception:  # noqa: BLE001 - documentation must not undo a decision already applied

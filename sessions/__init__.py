@@ -1,0 +1,1 @@
+"""Session tables: runs the dbt project (``dbt/``) over the lake's events for an arrival day."""
