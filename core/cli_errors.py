@@ -20,21 +20,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 from typing import Iterator
 
 from core.errors import UserError
+from core.settings import Settings
 
 USER_ERROR_EXIT = 2
 DEBUG_ENV = "RECSYS_DEBUG"
 
 
 def debug_requested(debug: bool | None = None) -> bool:
-    """``debug`` when given, otherwise ``RECSYS_DEBUG`` (1/true/yes/on)."""
+    """``debug`` when given, otherwise the ``debug`` setting (``RECSYS_DEBUG``: 1/true/yes/on)."""
     if debug is not None:
         return debug
-    return os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    try:
+        return Settings.from_env().debug
+    except UserError:  # a bad setting is itself the error being reported: no traceback
+        return False
 
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:

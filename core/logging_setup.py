@@ -17,12 +17,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
+from core.errors import UserError
+
 # The platform's own packages: their records get the run fields and go through our handler.
-PLATFORM_LOGGERS = ("pipeline", "ingest", "quality", "features", "training", "serving")
+PLATFORM_LOGGERS = ("core", "ingest", "sessions", "quality", "features", "training", "registry", "serving", "pipeline")
 FIELDS = ("stage", "dag_id", "run_id", "run_date", "try_number")
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -85,7 +86,14 @@ def structured_fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def make_formatter(fmt: str | None = None) -> logging.Formatter:
-    fmt = (fmt or os.environ.get("RECSYS_LOG_FORMAT") or "kv").lower()
+    if fmt is None:
+        from core.settings import Settings
+
+        try:
+            fmt = Settings.from_env().log_format
+        except UserError:  # a bad setting is reported by the stage itself, in the default format
+            fmt = "kv"
+    fmt = fmt.lower()
     return JsonFormatter() if fmt == "json" else KeyValueFormatter()
 
 

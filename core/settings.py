@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     max_future_skew_minutes: int = 60
     # Ingestion: events older than this many days before their arrival day are quarantined.
     max_event_age_days: int = 30
+    # Log lines: "kv" (key=value) or "json" (for a log shipper).
+    log_format: Literal["kv", "json"] = "kv"
+    # Command-line tools show the traceback of user errors too (as --debug does).
+    debug: bool = False
     # Features and models look at a user's last K items.
     max_sequence_length: int = 50
     feast_online_store: str = "sqlite"  # "sqlite" or "redis"
@@ -56,6 +60,9 @@ class Settings(BaseSettings):
     champion_alias: str = "champion"
     device: str = "auto"  # "auto", "cpu", "cuda"
     seed: int = 42
+    # The code's revision recorded with models and benchmark figures; empty: the git checkout's
+    # commit. Set it where the tree's .git is not the commit it holds (a copy shipped elsewhere).
+    code_revision: str = ""
     # Promotion: the candidate's catalog coverage@10 must reach this.
     promotion_min_coverage: float = 0.01
     # Promotion needs a real win over the champion: a relative gain of at least this much on
@@ -201,7 +208,7 @@ class Settings(BaseSettings):
     def _absolute_home(cls, home: Path) -> Path:
         return Path(home).resolve()
 
-    @field_validator("exclude_seen", mode="before")
+    @field_validator("exclude_seen", "log_format", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value

@@ -12,29 +12,15 @@ stored three ways, so whichever one a reader has, they find it:
 
 from __future__ import annotations
 
-import subprocess
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from core.settings import REPO_ROOT, Settings
+from core.revision import git_revision
+from core.settings import Settings
 
 # The SQL model registry stores descriptions up to 5000 characters.
 MAX_DESCRIPTION = 4900
-
-
-def git_revision() -> str | None:
-    """The checkout's commit, ``+dirty`` when tracked files differ; None outside a git checkout."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT,
-                              capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def _fmt(value: Any) -> str:
@@ -124,7 +110,7 @@ def write_model_card(settings: Settings, record: dict[str, Any], client=None) ->
     client = client or mlflow_client(settings)
     name = record.get("registered_model_name") or settings.registered_model_name
     version = str(record["candidate_version"])
-    revision = git_revision()
+    revision = git_revision(settings.code_revision)
     text = render_model_card(settings, record, revision)
 
     folder = settings.decisions_dir / "model_cards"

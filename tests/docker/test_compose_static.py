@@ -46,7 +46,7 @@ IMAGE_VARS = {
 # Read by the Celery provider (apache-airflow-providers-celery), not in core's config.yml.
 PROVIDER_AIRFLOW_OPTIONS = {("celery", "broker_url"), ("celery", "result_backend")}
 # Read by the platform outside Settings (core/logging_setup.py) and by Airflow itself.
-OTHER_VARS = {"RECSYS_LOG_FORMAT", "AIRFLOW_HOME"}
+OTHER_VARS = {"AIRFLOW_HOME"}
 
 
 def env_example() -> dict[str, str]:
