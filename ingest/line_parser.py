@@ -1,17 +1,17 @@
 """The JVM line parser: ``ingest/jvm/ParseEventLine.java``, built into a jar on first use and
 registered in the Spark session as ``recsys_parse_event_line``.
 
-Without it, ingestion parses each line three times with Spark's own expressions: ``from_json`` for
-the fields' text, ``try_parse_json`` to know the line is strict JSON with no duplicate key, and
-``schema_of_variant`` for each field's JSON type. On 2M lines of the benchmark's day (2 cores,
-``noop`` sink) those took about 3.3 s and 4+ s on top of a 2.3 s read, and the whole
-classification 19 s; the Java function does all three in one Jackson pass, about 1.4 s.
+Without it, ingestion parses each line three times with Spark's own expressions
+(``ingest.classify``): ``from_json`` for the fields' text, ``try_parse_json`` to know the line is
+strict JSON with no duplicate key, and ``schema_of_variant`` for each field's JSON type. Those
+passes cost the classification more than reading the day does; the Java function does all three
+in one Jackson pass (docs/benchmarks.md has the measurements).
 
 The jar is compiled with the JDK's ``javac`` against the jars of the installed pyspark (so the
 same Jackson and Spark API), once per source and pyspark version, into
 ``$RECSYS_HOME/jvm/``. ``spark.jars`` ships it to a cluster's executors. A machine with a Java
 runtime but no compiler (``ingest_parser = "auto"``) falls back to the SQL expressions, with a
-warning; both paths classify every line alike (``tests/ingest/test_ingest_day.py`` runs the
+warning; both paths classify every line alike (``tests/ingest/test_line_parser.py`` runs the
 every-defect log through each).
 """
 

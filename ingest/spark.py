@@ -9,10 +9,9 @@ from ingest.line_parser import parser_jar
 from core.settings import Settings
 
 # A day of events is small; Spark's default of 200 shuffle partitions would mostly schedule
-# empty tasks and write tiny files. At 4, each of the dedup's tasks at 10M events sorted
-# 2.5M rows twice in 2 GiB of driver memory and spilled 100 MB; at 8 none spills and the
-# events write took 21 s instead of 24 (two pairs of runs). Adaptive execution merges the
-# partitions of a small day back into one.
+# empty tasks and write tiny files. Fewer partitions than this make each of the dedup's tasks
+# of a big day sort more rows than the driver's memory holds, so they spill to disk and the
+# events write slows down. Adaptive execution merges the partitions of a small day back into one.
 SHUFFLE_PARTITIONS = 8
 
 
@@ -29,8 +28,8 @@ def spark_session(settings: Settings) -> SparkSession:
     # Derby (Hive's embedded metastore) writes metastore_db/ and derby.log into the working
     # directory unless its home is set; JVM time zone UTC so nothing falls back to local time.
     # The parallel collector: ingestion is a batch job that wants throughput, not short pauses;
-    # at 10M events on 2 cores it ran 8 % faster with 44 % less peak memory than G1 (the JVM's
-    # default), measured back to back with benchmarks/ingest_throughput.py.
+    # it ran faster with less peak memory than G1 (the JVM's default) when compared back to
+    # back with benchmarks/ingest_throughput.py.
     java_options = f"-Dderby.system.home={derby_home} -Duser.timezone=UTC -XX:+UseParallelGC"
     builder = SparkSession.builder
     # The ingest line parser's jar (ingest.line_parser), built on first use; on a cluster
@@ -52,11 +51,11 @@ def spark_session(settings: Settings) -> SparkSession:
         .config("spark.sql.shuffle.partitions", str(SHUFFLE_PARTITIONS))
         # The dedup keeps the first row per event_id; for such a filter Spark sorts every row
         # once more before the shuffle to drop the other copies early (WindowGroupLimit), which
-        # only pays where most rows are copies. Measured at 10M events: 2 to 3 s of 25 s.
+        # only pays where most rows are copies, which a day of events rarely is.
         .config("spark.sql.optimizer.windowGroupLimitThreshold", "-1")
-        # The ingestion job caches a day's classified lines and its new events once each, on
-        # disk, and reads them back one to three times: compressing the cached columns costs
-        # more CPU (3 to 4 s per million lines, measured) than it saves.
+        # The ingestion job caches a day's classified lines on disk and reads them back for the
+        # quarantine and the dedup (ingest.staging): compressing the cached columns costs more
+        # CPU than it saves.
         .config("spark.sql.inMemoryColumnarStorage.compressed", "false")
         .config("spark.ui.enabled", "false")
         # Progress bars interleave with the task logs Airflow keeps; the job logs its own counts.

@@ -18,7 +18,7 @@ import org.apache.spark.sql.api.java.UDF1;
  * One pass over a raw event line: whether it is exactly one strict JSON object, and the JSON type
  * and text of each field of the raw contract (ingest/schema.py RAW_EVENT_FIELDS, same order).
  *
- * <p>It stands in for three Spark expressions of ingest/ingest_day.py that each parse the line:
+ * <p>It stands in for three Spark expressions of ingest/classify.py that each parse the line:
  * try_parse_json (strict JSON, duplicate keys rejected at every depth), schema_of_variant of each
  * field, and from_json for the fields' text. It uses Spark's own Jackson with the same rules: no
  * comments, single quotes, NaN, leading zeros or unquoted control characters, a duplicate key at

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from ingest import ingest_day
+from ingest import staging
 from ingest.generator import generate_logs
 from ingest.ingest_day import MissingArrivalDay, affected_event_dates, ingest_arrival_day, main
 from ingest.schema import LAKE_EVENT_SCHEMA, QUARANTINE_SCHEMA
@@ -345,15 +345,15 @@ def test_a_write_that_lost_events_is_never_published(
     spark: SparkSession, settings: Settings, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     write_day(settings, DAY, {"part-a.jsonl": [event(f"e{n}", item_id=f"i{n}") for n in range(20)]})
-    real_write = ingest_day._write_events
+    real_write = staging.write_events
 
     # What a faulty writer or file system could do: a file of the write goes missing.
     def damaging_write(events, folder: Path) -> None:
         real_write(events, folder)
         sorted(folder.glob("event_date=*/*.parquet"))[0].unlink()
 
-    monkeypatch.setattr(ingest_day, "_write_events", damaging_write)
-    with pytest.raises(ingest_day.ReconciliationError, match="nothing was published"):
+    monkeypatch.setattr(staging, "write_events", damaging_write)
+    with pytest.raises(staging.ReconciliationError, match="nothing was published"):
         ingest_arrival_day(settings, DAY, spark)
     assert not list(settings.events_dir.glob("*/*/*.parquet"))
     assert not (settings.reconciliation_dir / "2026-11-05.json").exists()

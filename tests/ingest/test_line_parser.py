@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from ingest import ingest_day, line_parser
+from ingest import line_parser
+from ingest.classify import classify_lines
+from ingest.ingest_day import ingest_arrival_day
 from ingest.schema import MAX_LINE_BYTES
 from core.settings import Settings
 
@@ -84,7 +86,7 @@ def _classified(spark: SparkSession, settings: Settings, lines: list[str], parse
     """Each line's classification, by the line (its source_file names its position)."""
     rows = [(line, str(n), len(line.encode()), None) for n, line in enumerate(lines)]
     frame = spark.createDataFrame(rows, "raw_line string, source_file string, line_bytes int, preset_reason string")
-    classified = ingest_day._classify(frame, settings, DAY, MAX_LINE_BYTES, parser)
+    classified = classify_lines(frame, settings, DAY, MAX_LINE_BYTES, parser)
     out = {}
     for row in classified.collect():
         # A quarantined line keeps its text and reason only (the quarantine's columns): what a
@@ -130,7 +132,7 @@ def test_the_every_defect_day_reconciles_the_same_with_the_sql_parser(
 def every_defect_day(spark: SparkSession, settings: Settings) -> dict:
     lines = [line for line, _ in every_defect.REJECTED] + every_defect.ACCEPTED + CORNERS
     every_defect.write_day(settings, DAY, {"part-a.jsonl": lines, "part-b.jsonl": every_defect.BAD_ENCODING})
-    return ingest_day.ingest_arrival_day(settings, DAY, spark)
+    return ingest_arrival_day(settings, DAY, spark)
 
 
 def test_the_parser_setting_is_checked(settings: Settings) -> None:

@@ -132,7 +132,7 @@ def test_bad_ids_are_counted_in_the_reconciliation(ingested: dict) -> None:
 @pytest.mark.slow
 def test_the_other_line_parser_quarantines_bad_ids_alike(spark, ingested: dict) -> None:
     """The ingestion above used one parser; the other one classifies the same lines alike."""
-    from ingest import ingest_day
+    from ingest.classify import classify_lines
     from ingest.schema import MAX_LINE_BYTES
 
     if ingested["parser"] != "jvm":
@@ -140,7 +140,7 @@ def test_the_other_line_parser_quarantines_bad_ids_alike(spark, ingested: dict) 
     lines = [text for text, _ in BAD] + ACCEPTED
     rows = [(text, str(n), len(text.encode()), None) for n, text in enumerate(lines)]
     frame = spark.createDataFrame(rows, "raw_line string, source_file string, line_bytes int, preset_reason string")
-    classified = ingest_day._classify(frame, ingested["settings"], DAY, MAX_LINE_BYTES, "sql").collect()
+    classified = classify_lines(frame, ingested["settings"], DAY, MAX_LINE_BYTES, "sql").collect()
     got = [row["reason"] for row in sorted(classified, key=lambda row: int(row["source_file"]))]
     assert got == [reason for _, reason in BAD] + [None] * len(ACCEPTED)
 
