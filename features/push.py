@@ -36,6 +36,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from features.online_reader import as_utc, entity_key
 from features.store import (
     PROJECT,
     RECENT_ITEMS_FEATURE,
@@ -43,8 +44,6 @@ from features.store import (
     USER_EVENTS_PUSH_SOURCE,
     USER_JOIN_KEY,
     USER_SEQUENCE_VIEW,
-    _entity_key,
-    _utc,
     feature_store,
 )
 from core.names import EVENT_TYPES
@@ -128,7 +127,7 @@ def _parse_event(raw: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     elif not isinstance(when, datetime):
         raise ValueError(f"event_time must be a datetime or an ISO 8601 string, got {when!r}")
     return {"user_id": user_id, "item_id": item_id, "event_type": event_type,
-            "event_time": _utc(when), "event_id": str(raw.get("event_id") or "")}
+            "event_time": as_utc(when), "event_id": str(raw.get("event_id") or "")}
 
 
 def read_recent_items(
@@ -136,7 +135,7 @@ def read_recent_items(
 ) -> dict[str, tuple[datetime | None, list[str] | None]]:
     """``{user_id: (event_timestamp, recent_item_ids)}`` as stored online; (None, None) if none."""
     view = store.get_feature_view(USER_SEQUENCE_VIEW, allow_registry_cache=True)
-    keys = [_entity_key([USER_JOIN_KEY], [u]) for u in user_ids]
+    keys = [entity_key([USER_JOIN_KEY], [u]) for u in user_ids]
     rows = store._get_provider().online_read(
         config=store.config, table=view, entity_keys=keys, requested_features=[RECENT_ITEMS_FEATURE]
     )
@@ -144,9 +143,9 @@ def read_recent_items(
     for user_id, (ts, values) in zip(user_ids, rows):
         value = (values or {}).get(RECENT_ITEMS_FEATURE)
         if value is None or value.WhichOneof("val") is None:
-            out[user_id] = (_utc(ts) if ts else None, None)
+            out[user_id] = (as_utc(ts) if ts else None, None)
         else:
-            out[user_id] = (_utc(ts) if ts else None, list(value.string_list_val.val))
+            out[user_id] = (as_utc(ts) if ts else None, list(value.string_list_val.val))
     return out
 
 

@@ -145,7 +145,8 @@ def active_user_ids(settings: Settings) -> list[str]:
 
 def precompute(settings: Settings, k: int | None = None) -> dict[str, Any]:
     """Rank every active user with the current champion and store the lists; a summary."""
-    from features.store import feature_store, read_user_features
+    from features.online_reader import read_user_features
+    from features.store import feature_store
     from registry.versions import load_champion
 
     k = k or settings.precompute_k

@@ -194,7 +194,7 @@ def test_nightly_stages_land_in_postgres_and_redis(servers, monkeypatch):
 
     # Feast's online rows are in this test's Redis db, and read back through the platform.
     assert client.dbsize() > 0
-    from features.store import read_user_features
+    from features.online_reader import read_user_features
 
     import duckdb
 

@@ -103,7 +103,7 @@ def offline_recent_items(settings: Settings, as_of: date) -> dict[str, list[str]
 
 def test_online_store_serves_the_users_recent_items(nightly):
     settings, good, *_ = nightly
-    from features.store import read_user_features
+    from features.online_reader import read_user_features
 
     offline = good["offline_recent_items"]
     user_ids = sorted(offline)

@@ -17,6 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from features import store as feature_ops
+from features.definitions import apply_feature_repo
+from features.export import export_feature_data
+from features.materialize import materialize
+from features.online_reader import read_user_features
 from core.settings import REPO_ROOT, Settings
 
 DAY0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -84,8 +88,8 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def applied(settings: Settings) -> Settings:
-    feature_ops.export_feature_data(settings)
-    feature_ops.apply_feature_repo(settings)
+    export_feature_data(settings)
+    apply_feature_repo(settings)
     return settings
 
 
@@ -93,7 +97,7 @@ def applied(settings: Settings) -> Settings:
 
 
 def test_export_writes_contract_parquet_atomically(settings: Settings) -> None:
-    assert feature_ops.export_feature_data(settings) == {"user_features": 3, "item_features": 3}
+    assert export_feature_data(settings) == {"user_features": 3, "item_features": 3}
 
     users = pq.read_table(settings.feature_data_dir / feature_ops.USER_FEATURES_FILE)
     assert users.schema.field("event_timestamp").type == pa.timestamp("us", tz="UTC")
@@ -113,7 +117,7 @@ def test_export_writes_contract_parquet_atomically(settings: Settings) -> None:
     con = duckdb.connect(str(settings.warehouse_path))
     con.execute("DELETE FROM user_features WHERE user_id = 'u2'")
     con.close()
-    assert feature_ops.export_feature_data(settings)["user_features"] == 2
+    assert export_feature_data(settings)["user_features"] == 2
     assert pq.read_table(settings.feature_data_dir / feature_ops.USER_FEATURES_FILE).num_rows == 2
     assert sorted(p.name for p in settings.feature_data_dir.iterdir()) == [
         feature_ops.ITEM_FEATURES_FILE,
@@ -123,7 +127,7 @@ def test_export_writes_contract_parquet_atomically(settings: Settings) -> None:
 
 def test_export_without_warehouse_fails_clearly(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="warehouse"):
-        feature_ops.export_feature_data(Settings(home=tmp_path))
+        export_feature_data(Settings(home=tmp_path))
 
 
 # ---------------------------------------------------------------- configuration
@@ -173,14 +177,14 @@ def test_yaml_for_the_cli_matches_store_config(
 # ---------------------------------------------------------------- apply
 
 
-def test_apply_registers_the_repo_idempotently(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv(feature_ops.FEATURE_DATA_DIR_ENV, raising=False)
-    feature_ops.export_feature_data(settings)
+def test_apply_registers_the_repo_idempotently(settings: Settings, tmp_path: Path) -> None:
+    export_feature_data(settings)
+    environment = dict(os.environ)
 
-    first = feature_ops.apply_feature_repo(settings)
-    second = feature_ops.apply_feature_repo(settings)
+    # Another home first, in the same process: its sources must not leak into this one.
+    apply_feature_repo(Settings(home=tmp_path / "other"))
+    first = apply_feature_repo(settings)
+    second = apply_feature_repo(settings)
     assert first == second == [
         "data_source:item_features_source",
         "data_source:user_events_push",
@@ -192,15 +196,19 @@ def test_apply_registers_the_repo_idempotently(
         "feature_view:user_activity",
         "feature_view:user_recent_items",
     ]
-    # The variable is set only while the definitions load.
-    assert feature_ops.FEATURE_DATA_DIR_ENV not in os.environ
+    # The Settings given say where the data is; the process environment is left as it was.
+    assert dict(os.environ) == environment
 
     store = feature_ops.feature_store(settings)
     views = {view.name: view for view in store.list_feature_views()}
     assert set(views) == {"user_recent_items", "user_activity", "item_popularity"}
-    # Sources point at this home's export even when other homes were applied in this process.
-    assert views["user_activity"].batch_source.path == str(
-        settings.feature_data_dir / feature_ops.USER_FEATURES_FILE
+    # Sources point at this home's export although another home was applied before.
+    for name in ("user_activity", "user_recent_items"):
+        assert views[name].batch_source.path == str(
+            settings.feature_data_dir / feature_ops.USER_FEATURES_FILE
+        )
+    assert views["item_popularity"].batch_source.path == str(
+        settings.feature_data_dir / feature_ops.ITEM_FEATURES_FILE
     )
     assert views["user_recent_items"].ttl == timedelta(days=90)
     assert views["item_popularity"].ttl == timedelta(days=7)
@@ -213,11 +221,43 @@ def test_apply_registers_the_repo_idempotently(
     ]
 
 
+def test_apply_deletes_what_the_repo_no_longer_defines(applied: Settings) -> None:
+    import contextlib
+    import sqlite3
+
+    from feast import FeatureService, FeatureView, Field
+    from feast.types import Int64
+
+    # What an older version of the repo registered and this one no longer defines.
+    store = feature_ops.feature_store(applied)
+    activity = store.get_feature_view("user_activity")
+    obsolete = FeatureView(
+        name="obsolete_view", entities=[store.get_entity("user")], ttl=timedelta(days=1),
+        schema=[Field(name="n_events_total", dtype=Int64)], source=activity.batch_source,
+    )
+    store.apply([obsolete, FeatureService(name="obsolete_service", features=[obsolete])])
+    online = applied.feast_dir / "online_store.db"
+
+    def tables() -> set[str]:
+        with contextlib.closing(sqlite3.connect(online)) as con:
+            return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+    assert "recsys_obsolete_view" in tables()
+
+    apply_feature_repo(applied)
+    store = feature_ops.feature_store(applied)
+    assert {v.name for v in store.list_feature_views()} == {
+        "user_recent_items", "user_activity", "item_popularity"}
+    assert [s.name for s in store.list_feature_services()] == [feature_ops.FEATURE_SERVICE]
+    assert "recsys_obsolete_view" not in tables()
+    assert "recsys_user_activity" in tables()
+
+
 # ---------------------------------------------------------------- materialize and read
 
 
 def test_sqlite_online_roundtrip(applied: Settings) -> None:
-    summary = feature_ops.materialize(applied, DAY0, DAY3)
+    summary = materialize(applied, DAY0, DAY3)
     assert summary["online_store"] == "sqlite"
     assert summary["feature_views"]["user_recent_items"] == {
         "rows": 3, "entities": 2, "written": 2, "replaced_future": 0
@@ -228,7 +268,7 @@ def test_sqlite_online_roundtrip(applied: Settings) -> None:
     assert (applied.feast_dir / "online_store.db").is_file()
 
     store = feature_ops.feature_store(applied)
-    features = feature_ops.read_user_features(store, ["u1", "nobody", "u2", "u1"])
+    features = read_user_features(store, ["u1", "nobody", "u2", "u1"])
     assert list(features) == ["u1", "nobody", "u2"]
     assert features["u1"] == {
         "recent_item_ids": ["i1", "i2", "i3"],
@@ -239,29 +279,29 @@ def test_sqlite_online_roundtrip(applied: Settings) -> None:
     assert features["u2"]["recent_item_ids"] == ["i2"]
     assert features["nobody"] is None
     # The Settings variant builds its own store and reads the same rows.
-    assert feature_ops.read_user_features(applied, ["u2"]) == {"u2": features["u2"]}
-    assert feature_ops.read_user_features(store, []) == {}
+    assert read_user_features(applied, ["u2"]) == {"u2": features["u2"]}
+    assert read_user_features(store, []) == {}
 
 
 def test_materialize_interval_is_half_open(applied: Settings) -> None:
     store = feature_ops.feature_store(applied)
 
     # u1's later row lies exactly on the end of the interval: not part of it.
-    summary = feature_ops.materialize(applied, DAY0, U1_LATEST)
+    summary = materialize(applied, DAY0, U1_LATEST)
     assert summary["feature_views"]["user_recent_items"] == {
         "rows": 2, "entities": 2, "written": 2, "replaced_future": 0
     }
     assert summary["feature_views"]["item_popularity"] == {
         "rows": 2, "entities": 2, "written": 2, "replaced_future": 0
     }
-    assert feature_ops.read_user_features(store, ["u1"])["u1"]["recent_item_ids"] == ["i1", "i2"]
+    assert read_user_features(store, ["u1"])["u1"]["recent_item_ids"] == ["i1", "i2"]
     items = store.get_online_features(
         features=["item_popularity:n_events_7d"], entity_rows=[{"item_id": "i3"}]
     ).to_dict()
     assert items["n_events_7d"] == [None]
 
-    feature_ops.materialize(applied, U1_LATEST, DAY3)
-    features = feature_ops.read_user_features(store, ["u1"])
+    materialize(applied, U1_LATEST, DAY3)
+    features = read_user_features(store, ["u1"])
     assert features["u1"]["recent_item_ids"] == ["i1", "i2", "i3"]
     assert features["u1"]["n_events_total"] == 3
 
@@ -269,9 +309,9 @@ def test_materialize_interval_is_half_open(applied: Settings) -> None:
 def test_materialize_rejects_ambiguous_intervals(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path)
     with pytest.raises(ValueError, match="timezone-aware"):
-        feature_ops.materialize(settings, datetime(2026, 11, 1), DAY1)
+        materialize(settings, datetime(2026, 11, 1), DAY1)
     with pytest.raises(ValueError, match="empty interval"):
-        feature_ops.materialize(settings, DAY1, DAY1)
+        materialize(settings, DAY1, DAY1)
 
 
 def test_historical_features_are_point_in_time(applied: Settings) -> None:
@@ -331,22 +371,22 @@ def test_redis_online_roundtrip(tmp_path: Path) -> None:
     client = redis.Redis(host="127.0.0.1", port=6379)
     pattern = f"*{project}"
 
-    feature_ops.export_feature_data(settings)
-    feature_ops.apply_feature_repo(settings, project=project)
+    export_feature_data(settings)
+    apply_feature_repo(settings, project=project)
     store = feature_ops.feature_store(settings, project=project)
     try:
-        summary = feature_ops.materialize(settings, DAY0, U1_LATEST, project=project)
+        summary = materialize(settings, DAY0, U1_LATEST, project=project)
         assert summary["online_store"] == "redis"
         assert sum(1 for _ in client.scan_iter(match=pattern)) == 2 + 2  # users + items
         assert not (settings.feast_dir / "online_store.db").exists()
 
-        features = feature_ops.read_user_features(store, ["u1", "u2", "nobody"])
+        features = read_user_features(store, ["u1", "u2", "nobody"])
         assert features["u1"]["recent_item_ids"] == ["i1", "i2"]
         assert features["u2"]["n_events_total"] == 1
         assert features["nobody"] is None
 
-        feature_ops.materialize(settings, U1_LATEST, DAY3, project=project)
-        features = feature_ops.read_user_features(settings, ["u1"], project=project)
+        materialize(settings, U1_LATEST, DAY3, project=project)
+        features = read_user_features(settings, ["u1"], project=project)
         assert features["u1"]["recent_item_ids"] == ["i1", "i2", "i3"]
     finally:
         store.teardown()
@@ -372,7 +412,7 @@ def _feast_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProc
 
 @pytest.mark.slow
 def test_feast_cli_shares_the_repo_with_store(settings: Settings) -> None:
-    feature_ops.export_feature_data(settings)
+    export_feature_data(settings)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
     env["RECSYS_HOME"] = str(settings.home)
     # The environment the yaml documents: `python -m features.store env` as shell exports.
@@ -399,7 +439,7 @@ def test_feast_cli_shares_the_repo_with_store(settings: Settings) -> None:
     }
 
     # What store.py registers is what the CLI would: its plan finds nothing to change.
-    feature_ops.apply_feature_repo(settings)
+    apply_feature_repo(settings)
     plan = _feast_cli(["plan"], env)
     assert plan.returncode == 0, plan.stdout + plan.stderr
     assert "No changes to registry" in plan.stdout, plan.stdout

@@ -24,6 +24,14 @@ from test_feature_store import (  # noqa: E402
 )
 
 from features import store as feature_ops  # noqa: E402
+from features.definitions import apply_feature_repo  # noqa: E402
+from features.export import export_feature_data  # noqa: E402
+from features.materialize import materialize  # noqa: E402
+from features.online_reader import (  # noqa: E402
+    UserFeatureReader,
+    read_user_features,
+    read_user_features_direct,
+)
 from features.push import push_user_events, read_recent_items  # noqa: E402
 from features.sequences import Event, last_k_items_as_of, user_sequences_as_of  # noqa: E402
 from core.settings import REPO_ROOT, Settings  # noqa: E402
@@ -108,8 +116,8 @@ def online(request, tmp_path):
     # The fixture's events are from a fixed past week: pushes of them must pass the age bound.
     settings = settings.replace(max_event_age_days=36500)
     build_warehouse(settings)
-    feature_ops.export_feature_data(settings)
-    feature_ops.apply_feature_repo(settings, project=project)
+    export_feature_data(settings)
+    apply_feature_repo(settings, project=project)
     yield settings, project
     if request.param == "redis":
         import redis
@@ -121,15 +129,15 @@ def online(request, tmp_path):
 
 def _u1_items(settings, project):
     store = feature_ops.feature_store(settings, project=project)
-    return feature_ops.read_user_features(store, ["u1"])["u1"]["recent_item_ids"]
+    return read_user_features(store, ["u1"])["u1"]["recent_item_ids"]
 
 
 def test_rerunning_an_older_interval_does_not_roll_back(online):
     settings, project = online
-    feature_ops.materialize(settings, DAY0, DAY3, project=project)
+    materialize(settings, DAY0, DAY3, project=project)
     assert _u1_items(settings, project) == ["i1", "i2", "i3"]
     # last week's run again, after this week's: u1's older row must not come back
-    again = feature_ops.materialize(settings, DAY0, U1_LATEST, project=project)
+    again = materialize(settings, DAY0, U1_LATEST, project=project)
     assert again["feature_views"]["user_recent_items"] == {
         "rows": 2, "entities": 2, "written": 1, "replaced_future": 0
     }
@@ -137,13 +145,13 @@ def test_rerunning_an_older_interval_does_not_roll_back(online):
     store = feature_ops.feature_store(settings, project=project)
     assert read_recent_items(store, ["u1"])["u1"] == (U1_LATEST, ["i1", "i2", "i3"])
     # the same interval twice is idempotent
-    feature_ops.materialize(settings, DAY0, DAY3, project=project)
+    materialize(settings, DAY0, DAY3, project=project)
     assert _u1_items(settings, project) == ["i1", "i2", "i3"]
 
 
 def test_readers_see_old_or_new_rows_while_materialization_runs(online):
     settings, project = online
-    feature_ops.materialize(settings, DAY0, U1_LATEST, project=project)
+    materialize(settings, DAY0, U1_LATEST, project=project)
     old, new = ["i1", "i2"], ["i1", "i2", "i3"]
     reader = feature_ops.feature_store(settings, project=project)
     seen, errors, stop = [], [], threading.Event()
@@ -151,7 +159,7 @@ def test_readers_see_old_or_new_rows_while_materialization_runs(online):
     def read_loop():
         while not stop.is_set():
             try:
-                features = feature_ops.read_user_features(reader, ["u1", "u2"])
+                features = read_user_features(reader, ["u1", "u2"])
                 u1, u2 = features["u1"], features["u2"]
                 seen.append(u1["recent_item_ids"])
                 # complete rows of each view: old or new, never missing or mixed within a view
@@ -165,7 +173,7 @@ def test_readers_see_old_or_new_rows_while_materialization_runs(online):
     thread.start()
     try:
         for _ in range(3):
-            feature_ops.materialize(settings, DAY0, DAY3, project=project)
+            materialize(settings, DAY0, DAY3, project=project)
     finally:
         stop.set()
         thread.join(timeout=30)
@@ -176,7 +184,7 @@ def test_readers_see_old_or_new_rows_while_materialization_runs(online):
 
 def test_pushed_events_extend_the_online_list_at_once(online):
     settings, project = online
-    feature_ops.materialize(settings, DAY0, DAY3, project=project)
+    materialize(settings, DAY0, DAY3, project=project)
     kwargs = {"project": project}
     pushed = push_user_events(settings, [
         {"user_id": "u1", "item_id": "i4", "event_type": "click",
@@ -188,7 +196,7 @@ def test_pushed_events_extend_the_online_list_at_once(online):
     # appended in event-time order, last K kept
     assert pushed["recent_item_ids"] == {"u1": ["i3", "i5", "i4"], "new-user": ["i7"]}
     store = feature_ops.feature_store(settings, project=project)
-    features = feature_ops.read_user_features(store, ["u1", "new-user"])
+    features = read_user_features(store, ["u1", "new-user"])
     assert features["u1"]["recent_item_ids"] == ["i3", "i5", "i4"]
     assert features["u1"]["n_events_total"] == 3  # the activity view is not touched
     assert features["new-user"]["recent_item_ids"] == ["i7"]
@@ -198,7 +206,7 @@ def test_pushed_events_extend_the_online_list_at_once(online):
     assert late["recent_item_ids"]["u1"] == ["i5", "i4", "i6"]
     assert _u1_items(settings, project) == ["i5", "i4", "i6"]
     # last night's materialization re-run does not undo the fresher pushed list
-    feature_ops.materialize(settings, DAY0, DAY3, project=project)
+    materialize(settings, DAY0, DAY3, project=project)
     assert _u1_items(settings, project) == ["i5", "i4", "i6"]
 
     with pytest.raises(ValueError, match="event_type"):
@@ -211,9 +219,9 @@ def test_pushed_events_extend_the_online_list_at_once(online):
 def test_push_cli(tmp_path):
     settings = Settings(home=tmp_path / "home", max_sequence_length=K)
     build_warehouse(settings)
-    feature_ops.export_feature_data(settings)
-    feature_ops.apply_feature_repo(settings)
-    feature_ops.materialize(settings, DAY0, DAY3)
+    export_feature_data(settings)
+    apply_feature_repo(settings)
+    materialize(settings, DAY0, DAY3)
     env = {"PATH": "/usr/bin:/bin", "RECSYS_HOME": str(settings.home), "RECSYS_MAX_SEQUENCE_LENGTH": str(K)}
     done = subprocess.run(
         [sys.executable, "-m", "features.push", "--user", "u2", "--item", "i9", "--event-type", "purchase"],
@@ -221,19 +229,19 @@ def test_push_cli(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert '"u2": [' in done.stdout
-    assert feature_ops.read_user_features(settings, ["u2"])["u2"]["recent_item_ids"] == ["i2", "i9"]
+    assert read_user_features(settings, ["u2"])["u2"]["recent_item_ids"] == ["i2", "i9"]
 
 
 def test_direct_read_path_matches_get_online_features(online):
     settings, project = online
-    feature_ops.materialize(settings, DAY0, DAY3, project=project)
+    materialize(settings, DAY0, DAY3, project=project)
     store = feature_ops.feature_store(settings, project=project)
     users = ["u1", "nobody", "u2", "u1"]
-    assert feature_ops.read_user_features_direct(store, users) == feature_ops.read_user_features(store, users)
-    reader = feature_ops.UserFeatureReader(store)
-    assert reader.read(users) == feature_ops.read_user_features(store, users)
-    assert feature_ops.read_user_features_direct(store, []) == {}
+    assert read_user_features_direct(store, users) == read_user_features(store, users)
+    reader = UserFeatureReader(store)
+    assert reader.read(users) == read_user_features(store, users)
+    assert read_user_features_direct(store, []) == {}
     # Redis reads natively on the event loop too (the API's path there); same answer.
     assert reader.reads_async == (settings.feast_online_store == "redis")
     if reader.reads_async:
-        assert asyncio.run(reader.aread(users)) == feature_ops.read_user_features(store, users)
+        assert asyncio.run(reader.aread(users)) == read_user_features(store, users)

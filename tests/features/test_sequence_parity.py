@@ -14,6 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from features import store as feature_ops
+from features.definitions import apply_feature_repo
+from features.export import export_feature_data
+from features.materialize import materialize
+from features.online_reader import read_user_features
 from features.sequences import load_events, user_sequences_as_of
 from ingest.generator import generate_logs
 from sessions.session_tables import build_session_tables
@@ -59,17 +63,17 @@ def test_online_recent_items_equal_the_offline_builder_for_every_user(tmp_path):
                   events_per_user_per_day=4.0, seed=7, defect_rate=0.0, gzip=False)
     events = _lake_from_raw(settings)
     build_session_tables(settings, run_tests=False)
-    feature_ops.export_feature_data(settings)
-    feature_ops.apply_feature_repo(settings)
+    export_feature_data(settings)
+    apply_feature_repo(settings)
     now = max(e["event_time"] for e in events) + timedelta(seconds=1)
-    feature_ops.materialize(settings, now - timedelta(days=90), now)
+    materialize(settings, now - timedelta(days=90), now)
 
     offline = user_sequences_as_of(events, now, K)
     # the warehouse's events give the same lists as the raw log
     assert user_sequences_as_of(load_events(settings), now, K) == offline
     assert len(offline) >= 30
     store = feature_ops.feature_store(settings)
-    online = feature_ops.read_user_features(store, sorted(offline))
+    online = read_user_features(store, sorted(offline))
     mismatches = {u: (online[u] and online[u]["recent_item_ids"], offline[u])
                   for u in offline if not online[u] or online[u]["recent_item_ids"] != offline[u]}
     assert not mismatches, dict(list(mismatches.items())[:5])

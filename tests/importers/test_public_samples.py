@@ -202,7 +202,7 @@ def _registered_checkpoint(settings: Settings, candidate: dict[str, Any]) -> Pat
 
 
 def test_model_is_registered_and_recommends_from_a_real_users_online_features(pipeline_run):
-    from features.store import read_user_features
+    from features.online_reader import read_user_features
     from registry.versions import load_recommender
 
     settings, candidate = pipeline_run.settings, pipeline_run.candidate

@@ -16,6 +16,9 @@ from typing import Any
 from fastapi import FastAPI
 
 from features import store as feature_ops
+from features.definitions import apply_feature_repo
+from features.export import export_feature_data
+from features.materialize import materialize
 from core.settings import Settings
 from tests.features.test_feature_store import DAY0, DAY3, U1_LATEST, build_warehouse
 
@@ -28,15 +31,15 @@ def applied(home: Path, project: str = feature_ops.PROJECT, **overrides: Any) ->
     """Settings on ``home`` with the warehouse exported and the feature repo applied."""
     settings = Settings(home=home, max_sequence_length=K).replace(**overrides)
     build_warehouse(settings)
-    feature_ops.export_feature_data(settings)
-    feature_ops.apply_feature_repo(settings, project=project)
+    export_feature_data(settings)
+    apply_feature_repo(settings, project=project)
     return settings
 
 
 def materialized(home: Path, project: str = feature_ops.PROJECT, **overrides: Any) -> Settings:
     """:func:`applied`, and the fixture week materialized online (u1: i1, i2, i3 at U1_LATEST)."""
     settings = applied(home, project, **overrides)
-    feature_ops.materialize(settings, DAY0, DAY3, project=project)
+    materialize(settings, DAY0, DAY3, project=project)
     return settings
 
 

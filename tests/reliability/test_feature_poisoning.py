@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from features import store as feature_ops
+from features.materialize import materialize
 from features.push import read_recent_items
 from tests.features.test_feature_store import _redis_answers
 from tests.reliability.events_host import DAY0, DAY3, U1_LATEST, events_app, materialized
@@ -60,11 +61,11 @@ def test_materialization_overwrites_a_row_stamped_in_the_future(tmp_path, online
         _poison(store, "u1")
         assert read_recent_items(store, ["u1"])["u1"] == (FAR_FUTURE, ["attacker", "chosen"])
 
-        summary = feature_ops.materialize(settings, DAY0, DAY3, project=project)
+        summary = materialize(settings, DAY0, DAY3, project=project)
         assert read_recent_items(store, ["u1"])["u1"] == (U1_LATEST, ["i1", "i2", "i3"])
         assert summary["feature_views"]["user_recent_items"]["replaced_future"] == 1
         # a trusted, newer row still wins over an older interval (no roll-back)
-        assert feature_ops.materialize(settings, DAY0, U1_LATEST, project=project)[
+        assert materialize(settings, DAY0, U1_LATEST, project=project)[
             "feature_views"]["user_recent_items"]["replaced_future"] == 0
         assert read_recent_items(store, ["u1"])["u1"] == (U1_LATEST, ["i1", "i2", "i3"])
     finally:

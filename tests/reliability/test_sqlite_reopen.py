@@ -11,6 +11,7 @@ import shutil
 import pytest
 
 from features import store as feature_ops
+from features.online_reader import UserFeatureReader
 from features.push import push_user_events, read_recent_items
 from tests.reliability.events_host import materialized
 
@@ -19,7 +20,7 @@ from tests.reliability.events_host import materialized
 def test_a_live_store_follows_a_replaced_sqlite_file(tmp_path, how):
     settings = materialized(tmp_path / "home")
     live = feature_ops.feature_store(settings)  # built once and kept, as serving does
-    reader = feature_ops.UserFeatureReader(live)
+    reader = UserFeatureReader(live)
     assert reader.read(["u1"])["u1"]["recent_item_ids"] == ["i1", "i2", "i3"]
 
     # Another process prepares the next file: a copy of the store with u1's list changed.
