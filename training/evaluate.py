@@ -31,7 +31,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from training.data import EvalExample, ItemVocabulary
+from training.data import EvalExample, ItemVocabulary, Split
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 
@@ -189,6 +189,26 @@ def evaluate_examples(
     metrics = evaluate(scorer, inputs, targets, vocab.n_items, k=k, batch_size=batch_size, device=device,
                        ks=ks, item_counts=item_counts, exclude_seen=exclude_seen)
     return metrics | {"n_examples": float(len(examples))}
+
+
+def metrics_on_validation(model, split: Split, device: torch.device, batch_size: int) -> dict[str, float]:
+    """``model``'s metrics on the split's validation examples (the only ones that select an
+    epoch); the model is left in eval mode and scored in full precision."""
+    model.eval()
+    return evaluate_examples(model.score_last, split.val_examples, split.vocab, split.max_len, device=device,
+                             batch_size=batch_size, exclude_seen=split.exclude_seen)
+
+
+def metrics_on_test(
+    model, split: Split, device: torch.device, batch_size: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """``model``'s ranking metrics on the split's test examples, and apart the diagnostics that are
+    not ranking metrics (popularity bias), so the first equal what any Recommender computes."""
+    scored = evaluate_examples(model.score_last, split.test_examples, split.vocab, split.max_len, device=device,
+                               batch_size=batch_size, item_counts=split.train_item_counts,
+                               exclude_seen=split.exclude_seen)
+    extra = {k: v for k, v in scored.items() if k.startswith("popularity_bias_at_")}
+    return {k: v for k, v in scored.items() if k not in extra}, extra
 
 
 @torch.no_grad()

@@ -12,7 +12,6 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from core.settings import Settings
 from training.data import EvalExample, ItemVocabulary
 from training.evaluate import evaluate_examples
 from training.models import build_model, make_config

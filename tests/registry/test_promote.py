@@ -16,9 +16,8 @@ from training.evaluate import left_pad
 from registry.promotion import PromotionDecision, apply_decision, decide_promotion
 from serving.smoke import serves_in_api_path
 from registry.versions import load_champion, load_recommender
-from training.train import main as train_cli
-from training.train import train_and_log
-from training.tracking import mlflow_client
+from training.cli import main as train_cli
+from training.tracking import mlflow_client, train_and_log
 
 
 def _good(settings, run_date, tiny_sasrec):

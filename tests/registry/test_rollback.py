@@ -16,8 +16,7 @@ from serving.smoke import serves_in_api_path
 from registry.versions import champion_version
 from registry.rollback import RollbackRefused, main as rollback_cli, rollback
 from tests.reliability.serving_registry import wait_for as poll_until
-from training.train import train_and_log
-from training.tracking import CHECKPOINT_FILE, mlflow_client
+from training.tracking import CHECKPOINT_FILE, mlflow_client, train_and_log
 
 
 # v1 must beat popularity; v2 must beat v1 for real on night 2's window.

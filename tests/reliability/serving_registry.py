@@ -65,7 +65,7 @@ def template_home() -> Settings:
 
 def two_versions(home: Path, template: Settings, **overrides) -> Settings:
     """Settings whose registry holds v1 and v2 (no alias, no decision record yet)."""
-    from training.train import train_and_log
+    from training.tracking import train_and_log
 
     settings = Settings(home=home, max_sequence_length=20, seed=7, min_eval_examples=20,
                         champion_poll_seconds=0, decision_signing_key="test-signing-key").replace(**overrides)

@@ -22,7 +22,7 @@ from tests.training.conftest import DAY1
 
 
 def train(settings, model="popularity", epochs=1):
-    from training.train import train_and_log
+    from training.tracking import train_and_log
 
     config = TINY_SASREC if model == "sasrec" else None
     return train_and_log(settings, DAY1, model, epochs=epochs, lr=3e-3, model_config=config)

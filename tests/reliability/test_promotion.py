@@ -16,7 +16,7 @@ def run_night(settings, day):
     """Train, decide and apply, as the nightly DAG's three tasks do."""
     from registry.promotion import apply_decision, decide_promotion
     from serving.smoke import serves_in_api_path
-    from training.train import train_and_log
+    from training.tracking import train_and_log
 
     candidate = train_and_log(settings, day, "sasrec", epochs=2, lr=3e-3, model_config=TINY_SASREC)
     return candidate, apply_decision(settings, decide_promotion(settings, day, candidate, gate_passed=True, serving_check=serves_in_api_path))

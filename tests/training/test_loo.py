@@ -64,7 +64,7 @@ def test_real_amazon_files_match_the_readme(shared_data):
 
 def test_benchmark_harness_writes_records_and_docs(tmp_path, amazon_file):
     _benchmarks_importable()
-    from benchmarks import amazon_loo, common
+    from benchmarks import amazon_loo, common, report_docs
 
     data = amazon_file(tmp_path / "Tiny.txt")
     results = tmp_path / "amazon_loo.json"
@@ -72,9 +72,8 @@ def test_benchmark_harness_writes_records_and_docs(tmp_path, amazon_file):
     other = common.record("ndcg_at_10", 0.5, "ratio", dataset="amazon-Other", model="x", baseline=None,
                           command="c", hardware={}, date="2026-01-01")
     results.write_text(json.dumps([other]))
-    docs = tmp_path / "benchmarks.md"
     argv = ["--file", str(data), "--dataset", "Tiny", "--models", "sasrec,popularity", "--epochs", "2",
-            "--max-minutes", "0.2", "--results", str(results), "--docs", str(docs),
+            "--max-minutes", "0.2", "--results", str(results),
             "--work-dir", str(tmp_path / "work"), "--no-progress"]
     assert amazon_loo.main(argv) == 0
     records = json.loads(results.read_text())
@@ -103,8 +102,8 @@ def test_benchmark_harness_writes_records_and_docs(tmp_path, amazon_file):
     assert {r["model"] for r in variants if r["dataset"] == "amazon-Tiny"} == {
         "sasrec", "popularity", "sasrec[dropout=0.1]"}
     assert [r for r in variants if r["model"] == "sasrec"] == [r for r in again if r["model"] == "sasrec"]
-    text = docs.read_text()
-    assert "<!-- BEGIN benchmark: amazon_loo -->" in text and "| Tiny | sasrec |" in text
+    text = report_docs.render_section("amazon_loo", variants, tmp_path)
+    assert "| Tiny | sasrec |" in text
     assert "| Tiny | sasrec[dropout=0.1] |" in text
     assert "python -m benchmarks.amazon_loo" in text
 
@@ -125,21 +124,21 @@ def test_benchmark_model_config_overrides_are_typed_and_checked():
 
 def test_benchmark_table_says_when_a_neural_model_has_no_clear_margin():
     _benchmarks_importable()
-    from benchmarks import amazon_loo
+    from benchmarks import report_docs
 
     rows = {"popularity": {"ndcg_at_10": 0.005}, "covisitation": {"ndcg_at_10": 0.050},
             "sasrec": {"ndcg_at_10": 0.060}, "hstu": {"ndcg_at_10": 0.052}, "gru4rec": {"ndcg_at_10": 0.02}}
-    assert amazon_loo.margin_verdict(rows, "sasrec") == "yes: +20% vs covisitation"
-    assert amazon_loo.margin_verdict(rows, "hstu") == "no: only +4% vs covisitation"
-    assert amazon_loo.margin_verdict(rows, "gru4rec") == "no: -60% vs covisitation"
-    assert amazon_loo.margin_verdict(rows, "covisitation") == ""
+    assert report_docs.margin_verdict(rows, "sasrec") == "yes: +20% vs covisitation"
+    assert report_docs.margin_verdict(rows, "hstu") == "no: only +4% vs covisitation"
+    assert report_docs.margin_verdict(rows, "gru4rec") == "no: -60% vs covisitation"
+    assert report_docs.margin_verdict(rows, "covisitation") == ""
     only_pop = {"popularity": {"ndcg_at_10": 0.005}, "sasrec": {"ndcg_at_10": 0.03}}
-    assert amazon_loo.margin_verdict(only_pop, "sasrec").endswith("(covisitation not measured)")
+    assert report_docs.margin_verdict(only_pop, "sasrec").endswith("(covisitation not measured)")
 
 
-def test_gpu_runs_merged_from_another_machine_get_their_own_section(tmp_path, monkeypatch):
+def test_gpu_runs_merged_from_another_machine_get_their_own_section(tmp_path):
     _benchmarks_importable()
-    from benchmarks import amazon_loo, common
+    from benchmarks import amazon_loo, common, report_docs
 
     def records(model: str, hardware: dict, **figures) -> list[dict]:
         return [common.record(metric, value, "x", dataset="amazon-Tiny", model=model, baseline=None,
@@ -149,20 +148,20 @@ def test_gpu_runs_merged_from_another_machine_get_their_own_section(tmp_path, mo
     main_file.write_text(json.dumps(
         records("sasrec", {"usable_cores": 2}, ndcg_at_10=0.05, sequences_per_second=100.0, train_seconds=1000.0)
         + records("covisitation", {"usable_cores": 2}, ndcg_at_10=0.04)))
-    monkeypatch.setattr(amazon_loo, "DEFAULT_RESULTS", main_file)
     came_back = tmp_path / "device" / "amazon_loo_gpu.json"
     came_back.parent.mkdir()
     gpu = {"usable_cores": 16, "gpu": "NVIDIA H200"}
     came_back.write_text(json.dumps(records("sasrec", gpu, ndcg_at_10=0.052, sequences_per_second=2000.0,
                                             train_seconds=50.0, seconds_to_best_epoch=30.0)))
-    results, docs = tmp_path / "amazon_loo_gpu.json", tmp_path / "benchmarks.md"
+    results = tmp_path / "amazon_loo_gpu.json"
 
-    argv = ["--results", str(results), "--merge", str(came_back), "--docs", str(docs)]
+    argv = ["--results", str(results), "--merge", str(came_back)]
     assert amazon_loo.main(argv) == 0
     assert amazon_loo.main(argv) == 0  # merging again replaces, never duplicates
     assert json.loads(results.read_text()) == json.loads(came_back.read_text())
-    text = docs.read_text()
-    assert "<!-- BEGIN benchmark: amazon_loo_gpu -->" in text and "benchmark: amazon_loo -->" not in text
+    docs = "<!-- BEGIN benchmark: amazon_loo_gpu -->\n<!-- END benchmark: amazon_loo_gpu -->\n"
+    text, done = report_docs.render_docs(docs, tmp_path)  # amazon_loo.json there: no markers, not rendered
+    assert done == ["amazon_loo_gpu"]
     assert "gpu NVIDIA H200" in text
     # Set against the main table's run: 20x the throughput in 0.05x the time, and the margin
     # counts the main table's (CPU-only) co-visitation.

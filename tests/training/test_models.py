@@ -10,8 +10,9 @@ from training.data import load_split
 from training.evaluate import left_pad
 from training.losses import full_softmax_loss
 from training.models.sasrec import SASRec, SASRecConfig
+from training.objectives import training_windows
 from training.recommender import load_checkpoint, load_recommender
-from training.train import train_model, training_windows
+from training.train import train_model
 
 
 def _tiny_model(seed: int = 0) -> SASRec:

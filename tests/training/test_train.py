@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import training.train as train_mod
+import training.evaluate as evaluate_mod
+from training.cli import main as train_cli
 from training.config import TrainConfig
 from training.loo import load_loo_split
-from training.train import batches, mask_batch, train_model
+from training.objectives import FitObjective, MaskedObjective, NextItemObjective, batches, mask_batch, objective_for
+from training.train import train_model
 
 TINY = {"d_model": 16, "n_heads": 1, "n_layers": 1, "dropout": 0.1}
 
@@ -58,14 +60,14 @@ def test_same_seed_same_weights(settings, loo_split, tmp_path):
 
 def test_selection_uses_validation_only_and_test_is_scored_once(settings, loo_split, tmp_path, monkeypatch):
     calls: list[str] = []
-    real = train_mod.evaluate_examples
+    real = evaluate_mod.evaluate_examples
 
     def spy(scorer, examples, *args, **kwargs):
         calls.append("test" if examples is loo_split.test_examples else
                      "val" if examples is loo_split.val_examples else "other")
         return real(scorer, examples, *args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "evaluate_examples", spy)
+    monkeypatch.setattr(evaluate_mod, "evaluate_examples", spy)
     result = train_model(settings, loo_split, "sasrec", _cfg(epochs=4), model_config=TINY,
                          checkpoint_path=tmp_path / "a.pt")
     assert calls == ["val"] * 4 + ["test"]
@@ -73,7 +75,7 @@ def test_selection_uses_validation_only_and_test_is_scored_once(settings, loo_sp
     assert result.best_epoch == 1 + vals.index(max(vals))
     assert result.val_metrics["ndcg_at_10"] == max(vals)
     # Replacing the test targets changes nothing about training or selection.
-    monkeypatch.setattr(train_mod, "evaluate_examples", real)
+    monkeypatch.setattr(evaluate_mod, "evaluate_examples", real)
     shuffled = type(loo_split)(**{**loo_split.__dict__,
                                   "test_examples": list(reversed(loo_split.test_examples))})
     other = train_model(settings, shuffled, "sasrec", _cfg(epochs=4), model_config=TINY,
@@ -130,6 +132,16 @@ def test_masked_objective_batches():
     assert torch.equal(t[:, -1], x[:, -1])
 
 
+def test_each_model_is_handed_its_objective():
+    from training.models import MODELS
+
+    kinds = {name: type(objective_for(name)) for name in MODELS}
+    assert kinds == {"sasrec": NextItemObjective, "bert4rec": MaskedObjective, "gru4rec": NextItemObjective,
+                     "hstu": NextItemObjective, "popularity": FitObjective, "covisitation": FitObjective,
+                     "sknn": FitObjective, "repeat": FitObjective}
+    assert objective_for("sasrec") is not objective_for("sasrec")  # one per run: it holds the run's windows
+
+
 def test_length_buckets_visit_every_window_once():
     lengths = torch.tensor([5, 1, 3, 2, 4, 1, 5, 2, 3, 4])
     order = torch.randperm(10, generator=torch.Generator().manual_seed(1))
@@ -152,9 +164,8 @@ def test_bert4rec_trains_when_registered(settings, loo_split, tmp_path):
 def test_cli_trains_a_leave_one_out_file(tmp_path, monkeypatch, capsys, amazon_file):
     monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
     data = amazon_file(tmp_path / "Tiny.txt")
-    train_mod.main(["--loo", str(data), "--model", "sasrec", "--epochs", "1", "--max-len", "10",
-                    "--out", str(tmp_path / "out"), "--no-progress",
-                    "--model-config", json.dumps(TINY)])
+    train_cli(["--loo", str(data), "--model", "sasrec", "--epochs", "1", "--max-len", "10",
+               "--out", str(tmp_path / "out"), "--no-progress", "--model-config", json.dumps(TINY)])
     summary = json.loads(capsys.readouterr().out)
     assert summary["epochs_run"] == 1 and Path(summary["checkpoint_path"]).exists()
     assert summary["split"]["dataset"] == "Tiny"

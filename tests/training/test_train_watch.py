@@ -11,6 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import training.devices as devices_mod
+import training.objectives as objectives_mod
 import training.train as train_mod
 from training.config import TrainConfig
 from training.loo import load_loo_split
@@ -28,18 +30,18 @@ def loo_split(tmp_path, amazon_file):
 def counted_steps(monkeypatch):
     """Counts optimisation steps (one loss per step) and advances a fake clock by 1 s per step.
 
-    The clock is the training module's ``time.monotonic``: the budget logic is tested without
+    The clock is the training loop's ``time.monotonic``: the budget logic is tested without
     depending on how fast this machine is.
     """
     state = SimpleNamespace(steps=0, now=1000.0)
-    real_loss = train_mod.full_softmax_loss
+    real_loss = objectives_mod.full_softmax_loss
 
     def loss(*args, **kwargs):
         state.steps += 1
         state.now += 1.0
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "full_softmax_loss", loss)
+    monkeypatch.setattr(objectives_mod, "full_softmax_loss", loss)
     monkeypatch.setattr(train_mod, "time", SimpleNamespace(monotonic=lambda: state.now, time=time.time))
     return state
 
@@ -95,14 +97,14 @@ def test_every_epoch_logs_one_line(settings, loo_split, tmp_path, caplog, progre
 def torch_threads(monkeypatch):
     """Restores torch's thread count, and starts from "training never set one"."""
     before = torch.get_num_threads()
-    monkeypatch.setattr(train_mod, "_threads_set_by_training", None)
+    monkeypatch.setattr(devices_mod, "_threads_set_by_training", None)
     yield
     torch.set_num_threads(before)
 
 
 def test_cpu_training_uses_one_thread_per_usable_core(settings, loo_split, tmp_path, monkeypatch, torch_threads):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    torch.set_num_threads(train_mod._IMPORTED_TORCH_THREADS)  # as if nobody had chosen a count
+    torch.set_num_threads(devices_mod._IMPORTED_TORCH_THREADS)  # as if nobody had chosen a count
     pinned = {0, 1, 2} if torch.get_num_threads() != 3 else {0, 1}
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: pinned, raising=False)
     train_model(settings, loo_split, "sasrec", _cfg(epochs=1, batch_size=64), model_config=TINY,
@@ -114,13 +116,13 @@ def test_an_explicit_thread_count_is_left_alone(settings, loo_split, tmp_path, m
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4}, raising=False)
     # OMP_NUM_THREADS set: the environment decided.
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(train_mod._IMPORTED_TORCH_THREADS)
+    torch.set_num_threads(devices_mod._IMPORTED_TORCH_THREADS)
     train_model(settings, loo_split, "sasrec", _cfg(epochs=1, batch_size=64), model_config=TINY,
                 checkpoint_path=tmp_path / "a.pt")
-    assert torch.get_num_threads() == train_mod._IMPORTED_TORCH_THREADS
+    assert torch.get_num_threads() == devices_mod._IMPORTED_TORCH_THREADS
     # torch.set_num_threads called by the caller: kept.
     monkeypatch.delenv("OMP_NUM_THREADS")
-    chosen = 2 if train_mod._IMPORTED_TORCH_THREADS != 2 else 3
+    chosen = 2 if devices_mod._IMPORTED_TORCH_THREADS != 2 else 3
     torch.set_num_threads(chosen)
     train_model(settings, loo_split, "sasrec", _cfg(epochs=1, batch_size=64), model_config=TINY,
                 checkpoint_path=tmp_path / "b.pt")
