@@ -1,5 +1,5 @@
 # The commands the README shows. Everything runs from the project's own virtualenv (.venv),
-# built from the committed lock file on first use.
+# built from the committed lock files on first use (runtime and the test tools).
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed-from-lock
 
 .PHONY: demo test test-all test-fast api airflow-ui feast-ui lock clean
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (and Java 17 for Spark)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock -r requirements-dev.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
@@ -43,11 +43,15 @@ api: $(STAMP)
 airflow-ui: $(STAMP)
 	$(BIN)/python -m pipeline.airflow_env $(BIN)/airflow standalone
 
-## Regenerate requirements.lock from requirements.in (keeps torch without the local +cpu label)
+## Regenerate requirements.lock from requirements.in (what the docker images install), then
+## requirements-dev.lock: the pins requirements-dev.in adds to it, installed within the runtime
+## pins. Keeps torch without the local +cpu label.
 lock:
 	rm -rf /tmp/recsys-lock && $(PYTHON) -m venv /tmp/recsys-lock
 	/tmp/recsys-lock/bin/pip install --quiet -r requirements.in
 	/tmp/recsys-lock/bin/pip freeze | sed 's/+cpu$$//' > requirements.lock
+	/tmp/recsys-lock/bin/pip install --quiet -r requirements-dev.in -c requirements.lock
+	/tmp/recsys-lock/bin/pip freeze | sed 's/+cpu$$//' | grep -vxFf requirements.lock > requirements-dev.lock
 
 clean:
 	rm -rf .recsys

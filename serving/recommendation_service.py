@@ -34,38 +34,16 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from core.settings import Settings
+from serving.answers import Recommendation, answer, has_known_items, model_answer, popularity_answer
 
 log = logging.getLogger(__name__)
 
 # A batch reads all its users in one Feast call, given this many times the single-read timeout.
 BATCH_TIMEOUT_FACTOR = 10
 _BATCH_POOL_LOCK = threading.Lock()
-
-
-@dataclass
-class Recommendation:
-    user_id: str
-    items: list[dict[str, Any]]
-    model_name: str
-    model_version: str | None
-    fallback: bool
-    fallback_reason: str | None = None
-    recent_item_ids: list[str] = field(default_factory=list)
-    source: str = "model"  # "model", "precomputed" or "popularity"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The response body. Shallow on purpose: ``items`` already hold plain dicts, and
-        ``dataclasses.asdict`` (a deep copy) costs a tenth of a millisecond per answer."""
-        return {
-            "user_id": self.user_id, "items": self.items, "model_name": self.model_name,
-            "model_version": self.model_version, "fallback": self.fallback,
-            "fallback_reason": self.fallback_reason, "recent_item_ids": self.recent_item_ids,
-            "source": self.source,
-        }
 
 
 class NoChampion(RuntimeError):
@@ -76,47 +54,6 @@ class FeatureReadFailed(RuntimeError):
     def __init__(self, reason: str, detail: str):
         super().__init__(detail)
         self.reason = reason
-
-
-def popularity_answer(model, version: str | None, user_id: str, k: int, reason: str) -> Recommendation:
-    items = [
-        {"item_id": item_id, "score": None, "rank": rank}
-        for rank, item_id in enumerate(model.popular_item_ids[:k], start=1)
-    ]
-    return Recommendation(user_id, items, model.model_name, version, fallback=True,
-                          fallback_reason=reason, source="popularity")
-
-
-def model_answer(model, version: str | None, user_id: str, recent: list[str],
-                 ranked: Sequence[tuple[str, float]]) -> Recommendation:
-    items = [
-        {"item_id": item_id, "score": float(score), "rank": rank}
-        for rank, (item_id, score) in enumerate(ranked, start=1)
-    ]
-    return Recommendation(user_id, items, model.model_name, version, fallback=False,
-                          recent_item_ids=recent)
-
-
-def answer(model, version: str | None, user_id: str, k: int, features: dict[str, Any] | None) -> Recommendation:
-    """One user's answer from their online features (None: unknown); the single code path the
-    API and the promotion smoke check share. Raises what the model raises."""
-    recent = list((features or {}).get("recent_item_ids") or [])
-    if not recent:
-        return popularity_answer(model, version, user_id, k, "unknown_user")
-    if not model.encode_history(recent):
-        # The model would rank its popular items for this history: say so, not "model".
-        rec = popularity_answer(model, version, user_id, k, "no_known_items")
-        rec.recent_item_ids = recent
-        return rec
-    # The model applies its own seen-item rule (recorded with it at training time).
-    return model_answer(model, version, user_id, recent, model.recommend(recent, k))
-
-
-def _has_known_items(model, recent: list[str]) -> bool:
-    try:
-        return bool(model.encode_history(recent))
-    except Exception:  # noqa: BLE001 - answer() raises it again and the user gets model_error
-        return False
 
 
 class RecommendationService:
@@ -212,8 +149,8 @@ class RecommendationService:
         return model, version
 
     def _read(self, user_ids: list[str]) -> dict[str, dict[str, Any] | None]:
-        # UserFeatureReader: read_user_features' result without Feast's per-request planning
-        # (several ms per call). Built lazily, so an API started before the first ``apply``
+        # UserFeatureReader: read_user_features' result without Feast's per-request planning.
+        # Built lazily, so an API started before the first ``apply``
         # answers fallbacks until the repo exists, and rebuilt when the champion changes (after a
         # nightly run that may have re-applied the views).
         return self._user_reader().read(user_ids)
@@ -221,7 +158,7 @@ class RecommendationService:
     def _user_reader(self):
         reader = self._reader
         if reader is None:
-            from features.store import UserFeatureReader
+            from features.online_reader import UserFeatureReader
 
             reader = self._reader = UserFeatureReader(self._store)
         return reader
@@ -314,7 +251,7 @@ class RecommendationService:
         try:
             # asyncio.timeout, not wait_for: no extra task and loop iteration per request.
             async with asyncio.timeout(timeout_s):
-                if reader is not None:  # on this loop: no thread hop (a fifth of a request's time)
+                if reader is not None:  # on this loop: no thread hop
                     return await reader.aread(user_ids), None
                 future = self._pool.submit(self._read, user_ids)
                 return await asyncio.wrap_future(future), None
@@ -389,7 +326,7 @@ class RecommendationService:
             for user_id in todo:
                 features = found.get(user_id)
                 recent = list((features or {}).get("recent_item_ids") or [])
-                if recent and _has_known_items(model, recent):
+                if recent and has_known_items(model, recent):
                     histories[user_id] = recent
                 else:  # a fallback, with its reason
                     out[user_id] = self._finish(model, version, user_id, k, features, None)

@@ -21,7 +21,7 @@ def serves_in_api_path(settings: Settings, version: str) -> tuple[bool, str]:
     """
     from registry.versions import ModelLoadError, load_registered_version
     from serving.precompute import active_user_ids
-    from serving.recommendation_service import answer
+    from serving.answers import answer
 
     try:
         model = load_registered_version(settings, version)  # includes a smoke request
@@ -33,7 +33,8 @@ def serves_in_api_path(settings: Settings, version: str) -> tuple[bool, str]:
         return True, (f"v{version} loaded through the serving path and answered a smoke request; "
                       "no feature export, so no online-store read was tried")
     try:
-        from features.store import feature_store, read_user_features
+        from features.online_reader import read_user_features
+        from features.store import feature_store
 
         features = read_user_features(feature_store(settings), users + ["__promotion_smoke_unknown__"])
     except Exception as exc:  # noqa: BLE001

@@ -63,7 +63,9 @@ def build_warehouse(settings: Settings) -> None:
 
 
 def materialize_features(settings: Settings) -> None:
-    from features.store import apply_feature_repo, export_feature_data, materialize
+    from features.definitions import apply_feature_repo
+    from features.export import export_feature_data
+    from features.materialize import materialize
 
     export_feature_data(settings)
     apply_feature_repo(settings)
@@ -75,7 +77,7 @@ def train_and_promote(settings: Settings, model_name: str = "sasrec", epochs: in
                       model_config: dict | None = None, promote: bool = True) -> dict:
     from registry.promotion import apply_decision, decide_promotion
     from serving.smoke import serves_in_api_path
-    from training.train import train_and_log
+    from training.tracking import train_and_log
 
     candidate = train_and_log(settings, RUN_DATE, model_name=model_name, epochs=epochs,
                               model_config=model_config)

@@ -1,18 +1,7 @@
 {%- set k = var('max_sequence_length', 50) | int -%}
 {%- set history = 'partition by user_id order by event_time, event_id' -%}
-{{ config(
-    materialized=incremental_by_user_materialization(),
-    incremental_strategy='append',
-    pre_hook="{{ delete_rebuilt_users() }}",
-) }}
--- depends_on: {{ ref('int_session_rebuild_users') }}
-
-with
-
-sessionized as (
-    select * from {{ ref('int_events_sessionized') }}
-    where {{ rebuilt_users_only() }}
-),
+{#- config, depends_on and the `sessionized` CTE: macros/incremental_by_user.sql -#}
+{{ incremental_by_user_mart() }},
 
 running as (
     -- every aggregate ends at the current event, so no row can see a later event

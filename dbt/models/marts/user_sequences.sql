@@ -1,15 +1,5 @@
-{{ config(
-    materialized=incremental_by_user_materialization(),
-    incremental_strategy='append',
-    pre_hook="{{ delete_rebuilt_users() }}",
-) }}
--- depends_on: {{ ref('int_session_rebuild_users') }}
-with
-
-sessionized as (
-    select * from {{ ref('int_events_sessionized') }}
-    where {{ rebuilt_users_only() }}
-),
+{#- config, depends_on and the `sessionized` CTE: macros/incremental_by_user.sql -#}
+{{ incremental_by_user_mart() }},
 
 final as (
     select
