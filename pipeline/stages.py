@@ -130,9 +130,11 @@ def materialize_features(
     The interval is explicit: by default the ``FEATURE_MATERIALIZATION_DAYS`` ending with the
     run's data interval (so rows a late event changed on earlier days are refreshed too), or
     ``[start, end)`` as given. Re-running a past date is safe: no user is rolled back to an
-    older row (see features.store.materialize), and readers see whole rows throughout.
+    older row (see features.materialize.materialize), and readers see whole rows throughout.
     """
-    from features.store import apply_feature_repo, export_feature_data, materialize
+    from features.definitions import apply_feature_repo
+    from features.export import export_feature_data
+    from features.materialize import materialize
 
     rows = export_feature_data(settings)
     apply_feature_repo(settings)
@@ -152,7 +154,7 @@ def train_candidate(
     """PyTorch + MLflow: train the candidate (``auto``: the best of several on validation) and
     the popularity baseline, register the candidate. ``None`` leaves a choice to the settings
     (and the settings' ``auto`` to the log: see training.protocol)."""
-    from training.train import train_and_log
+    from training.tracking import train_and_log
 
     summary = train_and_log(settings, run_date, model_name=model_name, epochs=epochs, protocol=protocol,
                             test_days=test_days, val_days=val_days, exclude_seen=exclude_seen)

@@ -95,7 +95,7 @@ def test_structured_logs_carry_run_id_and_date():
 def test_svg_chart_is_valid_xml():
     import xml.etree.ElementTree as ET
 
-    from pipeline.report import svg_line_chart
+    from pipeline.report_charts import svg_line_chart
 
     svg = svg_line_chart({"a": [(1, 0.1), (2, 0.3)], "b": [(1, None), (2, 0.2)]}, title="t <&>")
     assert ET.fromstring(svg).tag.endswith("svg")

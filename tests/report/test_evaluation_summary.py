@@ -3,7 +3,7 @@ there was not enough evidence to promote."""
 
 from __future__ import annotations
 
-from pipeline.report import evaluation_summary
+from pipeline.report_page import evaluation_summary
 from registry.model_card import render_model_card
 
 REFUSED = {
