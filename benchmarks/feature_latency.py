@@ -1,18 +1,11 @@
 """Online feature read latency (Feast vs. a direct read of the same keys) and materialization.
 
-For each online store (SQLite always; Redis when one answers at ``--redis``) the benchmark
-writes a synthetic ``user_features`` export (``--users`` users, ``--k`` items each), applies the
-repo, materializes it (rows/s), then times reads of the ``recommendation_features`` service
-(both user views) for 1 user and for 100 users:
-
-* ``feast get_online_features``: ``features.store.read_user_features`` (the serving path);
-* ``feast online_read``: ``features.store.UserFeatureReader`` (the store's ``online_read``
-  with Feast's own key serialization, views resolved once, one call per view);
-* ``feast online_read_async`` (Redis): the same reader's ``aread`` on an event loop, the API's path
-  on Redis;
-* the floor: the same keys read without Feast: a ``sqlite3`` ``SELECT ... WHERE entity_key IN``
-  on both views' tables, or one Redis pipeline of ``HMGET`` of the same fields, with the values
-  decoded from Feast's ValueProto.
+Per online store (SQLite; Redis when one answers at ``--redis``): a synthetic ``user_features``
+export is applied and materialized (rows/s), then reads of the ``recommendation_features`` service
+for 1 and 100 users are timed through ``read_user_features`` (``feast get_online_features``),
+``UserFeatureReader`` (``feast online_read``, and ``online_read_async`` on Redis: the API's path)
+and the floor ``direct``: the same keys without Feast (``sqlite3`` ``SELECT ... IN`` or one Redis
+``HMGET`` pipeline), values decoded from Feast's ValueProto.
 
     python -m benchmarks.feature_latency [--users 10000] [--k 50] [--iterations 2000]
 """
@@ -24,7 +17,6 @@ import asyncio
 import os
 import socket
 import sqlite3
-import statistics
 import sys
 import time
 import uuid
@@ -35,7 +27,6 @@ from typing import Any, Callable, Sequence
 from benchmarks import common
 
 NAME = "feature_latency"
-TITLE = "Online feature read latency (Feast, SQLite vs Redis)"
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
 
@@ -81,7 +72,7 @@ def write_export(settings: Any, n_users: int, k: int) -> int:
 def _timed(fn: Callable[[], Any], iterations: int) -> list[float]:
     for _ in range(min(50, iterations)):
         fn()  # warm caches (registry, connections)
-    out = []
+    out: list[float] = []
     for _ in range(iterations):
         start = time.perf_counter_ns()
         fn()
@@ -90,8 +81,7 @@ def _timed(fn: Callable[[], Any], iterations: int) -> list[float]:
 
 
 def _timed_async(loop: Any, make: Callable[[], Any], iterations: int) -> list[float]:
-    """:func:`_timed` for a coroutine factory, awaited on ``loop`` (one loop for all: the async
-    Redis client belongs to the loop that first used it, as in the API)."""
+    """:func:`_timed` for a coroutine factory on ``loop`` (one loop: the async Redis client is bound to it)."""
 
     async def run() -> list[float]:
         for _ in range(min(50, iterations)):
@@ -106,22 +96,18 @@ def _timed_async(loop: Any, make: Callable[[], Any], iterations: int) -> list[fl
     return loop.run_until_complete(run())
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
-
-
 def _direct_sqlite(settings: Any, project: str, views: dict[str, list[str]]) -> Callable[[list[str]], Any]:
     from feast.infra.key_encoding_utils import serialize_entity_key
     from feast.protos.feast.types.Value_pb2 import Value
     from feast.type_map import feast_value_type_to_python_type
 
     from features import store as ops
+    from features.online_reader import entity_key
 
     con = sqlite3.connect(str(settings.feast_dir / "online_store.db"), check_same_thread=False)
 
     def read(user_ids: list[str]) -> dict[str, dict[str, Any]]:
-        keys = {serialize_entity_key(ops._entity_key([ops.USER_JOIN_KEY], [u]),
+        keys = {serialize_entity_key(entity_key([ops.USER_JOIN_KEY], [u]),
                                      entity_key_serialization_version=3): u for u in user_ids}
         marks = ",".join("?" * len(keys))
         out: dict[str, dict[str, Any]] = {u: {} for u in user_ids}
@@ -144,6 +130,7 @@ def _direct_redis(settings: Any, project: str, views: dict[str, list[str]]) -> C
     from feast.type_map import feast_value_type_to_python_type
 
     from features import store as ops
+    from features.online_reader import entity_key
 
     host, _, port = settings.redis_connection_string.partition(":")
     client = redis.Redis(host=host, port=int(port or 6379))
@@ -154,7 +141,7 @@ def _direct_redis(settings: Any, project: str, views: dict[str, list[str]]) -> C
     def read(user_ids: list[str]) -> dict[str, dict[str, Any]]:
         pipe = client.pipeline(transaction=False)
         for u in user_ids:
-            pipe.hmget(_redis_key(project, ops._entity_key([ops.USER_JOIN_KEY], [u]), 3), fields)
+            pipe.hmget(_redis_key(project, entity_key([ops.USER_JOIN_KEY], [u]), 3), fields)
         out = {}
         for u, values in zip(user_ids, pipe.execute()):
             row = {}
@@ -170,6 +157,9 @@ def _direct_redis(settings: Any, project: str, views: dict[str, list[str]]) -> C
 
 def bench_store(kind: str, args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     from features import store as ops
+    from features.definitions import apply_feature_repo
+    from features.materialize import materialize
+    from features.online_reader import UserFeatureReader, read_user_features
     from core.settings import Settings
 
     settings = Settings(home=work / kind, max_sequence_length=args.k, feast_online_store=kind,
@@ -179,21 +169,21 @@ def bench_store(kind: str, args: argparse.Namespace, work: Path) -> list[dict[st
         (settings.feast_dir / "online_store.db").unlink(missing_ok=True)
         (settings.feast_dir / "registry.db").unlink(missing_ok=True)
     rows = write_export(settings, args.users, args.k)
-    ops.apply_feature_repo(settings, project=project)
+    apply_feature_repo(settings, project=project)
     store = ops.feature_store(settings, project=project)
     try:
         start = time.perf_counter()
-        summary = ops.materialize(settings, T0 - timedelta(days=1), T0 + timedelta(days=1), project=project)
+        summary = materialize(settings, T0 - timedelta(days=1), T0 + timedelta(days=1), project=project)
         seconds = time.perf_counter() - start
         written = sum(v["written"] for v in summary["feature_views"].values())
         service = store.get_feature_service(ops.FEATURE_SERVICE)
         views = {p.name: [f.name for f in p.features] for p in service.feature_view_projections}
         direct = (_direct_sqlite if kind == "sqlite" else _direct_redis)(settings, project, views)
-        reader = ops.UserFeatureReader(store)
+        reader = UserFeatureReader(store)
 
         one, hundred = ["u0000042"], [f"u{i * 37 % args.users:07d}" for i in range(100)]
         # the three paths must agree before their speed means anything
-        expected = ops.read_user_features(store, hundred)
+        expected = read_user_features(store, hundred)
         assert reader.read(hundred) == expected
         loop = asyncio.new_event_loop()
         if reader.reads_async:
@@ -204,44 +194,19 @@ def bench_store(kind: str, args: argparse.Namespace, work: Path) -> list[dict[st
                    "materialized_rows": written}
         for label, users, iterations in (("1 user", one, args.iterations),
                                          ("100 users", hundred, max(50, args.iterations // 10))):
-            for path, fn in (("feast get_online_features", lambda u=users: ops.read_user_features(store, u)),
-                             ("feast online_read", lambda u=users: reader.read(u)),
-                             ("direct", lambda u=users: direct(u))):
-                times = _timed(fn, iterations)
-                results[(label, path)] = {"p50": statistics.median(times), "p99": _percentile(times, 99),
-                                          "n": iterations}
+            timings = {"feast get_online_features": _timed(lambda u=users: read_user_features(store, u), iterations),
+                       "feast online_read": _timed(lambda u=users: reader.read(u), iterations),
+                       "direct": _timed(lambda u=users: direct(u), iterations)}
             if reader.reads_async:  # the API's path on Redis: online_read_async on its event loop
-                times = _timed_async(loop, lambda u=users: reader.aread(u), iterations)
-                results[(label, "feast online_read_async")] = {
-                    "p50": statistics.median(times), "p99": _percentile(times, 99), "n": iterations}
+                timings["feast online_read_async"] = _timed_async(loop, lambda u=users: reader.aread(u), iterations)
+            for path, times in timings.items():
+                results[(label, path)] = {"p50": common.percentile(times, 50), "p99": common.percentile(times, 99),
+                                          "n": iterations}
         loop.close()
         return [results]
     finally:
         if kind == "redis":
             store.teardown()
-
-
-def render(records: list[dict[str, Any]]) -> str:
-    lat = [r for r in records if r["metric"].startswith("read_latency")]
-    by_key: dict[tuple[str, str], dict[str, float]] = {}
-    for r in lat:
-        by_key.setdefault((r["model"], r["dataset"]), {})[r["metric"]] = r["value"]
-    rows = [(model, dataset.split(", ")[-1], f"{v.get('read_latency_p50', float('nan')):.3f}",
-             f"{v.get('read_latency_p99', float('nan')):.3f}") for (model, dataset), v in sorted(by_key.items())]
-    mat = [(r["model"], f"{r['value']:,.0f}") for r in records if r["metric"] == "materialize_throughput"]
-    hw = common.hardware_summary(records[0]["hardware"]) if records else ""
-    command = records[0]["command"] if records else ""
-    ratios = [r for r in records if r["metric"] == "p99_ratio_vs_direct"]
-    return "\n\n".join([
-        f"`{command}` on {hw}.",
-        "Reads of the `recommendation_features` service (2 user views, K items per list). "
-        "`direct` reads the same keys without Feast (sqlite3 SELECT / one Redis pipeline of "
-        "HMGET) and decodes the same ValueProtos: the floor.",
-        common.markdown_table(["path", "request", "p50 ms", "p99 ms"], rows),
-        common.markdown_table(["p99 ratio vs direct", "x"],
-                              [(r["model"], f"{r['value']:.2f}") for r in ratios]),
-        common.markdown_table(["materialization", "rows/s"], mat),
-    ])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -252,7 +217,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--redis", default="127.0.0.1:6379")
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--results", type=Path, default=common.RESULTS_DIR / f"{NAME}.json")
-    parser.add_argument("--docs", type=Path, default=common.DOCS_PATH)
     args = parser.parse_args(argv)
     work = args.work_dir or common.default_work_dir(NAME)
     work.mkdir(parents=True, exist_ok=True)
@@ -265,33 +229,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "redis" not in kinds:
         print(f"no Redis answering at {args.redis}: SQLite only", file=sys.stderr)
 
-    records = []
-    table = []
+    records, dataset = [], f"{args.users} synthetic users, K={args.k}"
+
+    def rec(metric, value, unit, model, baseline=None, ds=dataset):
+        records.append(common.record(metric, value, unit, dataset=ds, model=model, baseline=baseline,
+                                     command=command, hardware=hardware, date=date))
+
     for kind in kinds:
         (res,) = bench_store(kind, args, work)
-        dataset = f"{args.users} synthetic users, K={args.k}"
-        rec = lambda metric, value, unit, model, baseline=None, ds=dataset: records.append(common.record(  # noqa: E731
-            metric, value, unit, dataset=ds, model=model, baseline=baseline, command=command,
-            hardware=hardware, date=date))
-        rec("materialize_throughput", res["materialize_rows_per_s"], "rows/s", f"features.store.materialize ({kind})")
+        rec("materialize_throughput", res["materialize_rows_per_s"], "rows/s", f"features.materialize.materialize ({kind})")
         for (label, path), v in ((k, v) for k, v in res.items() if isinstance(k, tuple)):
             model = f"{path} ({kind})"
             baseline = None if path == "direct" else f"direct ({kind})"
             ds = f"{dataset}, {label}"
             rec("read_latency_p50", v["p50"], "ms", model, baseline, ds)
             rec("read_latency_p99", v["p99"], "ms", model, baseline, ds)
-            table.append((kind, label, path, f"{v['p50']:.3f}", f"{v['p99']:.3f}"))
             if path != "direct":
                 floor = res[(label, "direct")]["p99"]
                 rec("p99_ratio_vs_direct", v["p99"] / floor, "x", f"{path} ({kind}), {label}",
                     f"direct ({kind})", ds)
-        table.append((kind, "materialize", f"{res['materialized_rows']} rows",
-                      f"{res['materialize_s']:.2f} s", f"{res['materialize_rows_per_s']:,.0f} rows/s"))
-    print(common.text_table(["store", "request", "path", "p50 ms", "p99 ms"], table))
-    merged = common.update_results(args.results, records)
-    common.replace_section(args.docs, NAME, TITLE, render([r for r in merged if r["command"] == command
-                                                           and r["date"] == date]))
-    return 0
+        print(f"{kind}: materialized {res['materialized_rows']} rows in {res['materialize_s']:.2f} s")
+    return common.finish(NAME, args.results, records)
 
 
 if __name__ == "__main__":

@@ -1,39 +1,18 @@
-"""RecBole's SASRec on an S3Rec-format file, under the leave-one-out protocol of
-:mod:`benchmarks.amazon_loo`: the external reference point of that benchmark.
+"""RecBole's SASRec on an S3Rec-format file under the leave-one-out protocol of
+:mod:`benchmarks.amazon_loo`: that benchmark's external reference.
 
-Run by a throwaway interpreter that has RecBole installed (RecBole is not a dependency of the
-project; this file imports only RecBole, torch, the standard library and numpy, the last to patch
-RecBole for numpy 2)::
+Run by a throwaway interpreter that has RecBole (not a project dependency; this file imports only
+RecBole, torch, numpy and the standard library)::
 
     /tmp/recbole-venv/bin/python benchmarks/recbole_sasrec.py --file Beauty.txt --work-dir DIR \\
         [--epochs N] [--max-minutes M] [--device auto|cpu|cuda] [--threads T] [--seed 42] --out result.json
 
-What it does:
-
-* converts the file (one user per line, ``user item item ...`` in time order) into the RecBole
-  atomic file ``DIR/data/<name>/<name>.inter`` (``user_id:token item_id:token timestamp:float``,
-  the timestamp being the item's position in its user's line, so RecBole's time order is the
-  file's order);
-* configures RecBole's SASRec for the same protocol as the project's benchmark: leave-one-out per
-  user (``LS: valid_and_test``, time order), inputs of at most 50 items, the whole catalog ranked,
-  validation NDCG@10 selecting the checkpoint, full-catalog cross-entropy, no filtering of users or
-  items (the file is already 5-core), and the hyperparameters of ``MODELS["sasrec"]`` of
-  :mod:`benchmarks.amazon_loo` where RecBole has an equivalent (:data:`HYPERPARAMETERS`);
-* trains with a wall-time cap (RecBole has none; see :class:`_OutOfTime`), scores the selected
-  checkpoint once on the test targets and writes ``--out`` (JSON, see :func:`summary`).
-
-Differences from RecBole's stock behaviour, both needed for the same protocol:
-
-* the items of the input sequence are excluded from the full ranking (RecBole only excludes
-  them for general, non-sequential models; :mod:`training.evaluate` excludes them);
-* training stops after the epoch that passes ``--max-minutes``, like the project's loop.
-
-Remaining differences from the project's SASRec (inherent to RecBole, not settings): RecBole
-trains on one target per example (every prefix of every training sequence is an example), the
-project on every position of a window; RecBole's blocks are post-LayerNorm, weight decay applies
-to every parameter, Adam's betas are (0.9, 0.999) rather than (0.9, 0.98), a validation score equal
-to the best moves the checkpoint to the later epoch (ours keeps the earlier); an epoch is a pass over
-the prefixes, so epoch counts are not comparable, while wall time to the selected checkpoint is.
+It converts the file into RecBole's atomic ``.inter`` file (the timestamp is the item's position
+in its user's line), configures SASRec for the same protocol and the hyperparameters of
+``MODELS["sasrec"]`` where RecBole has them (:data:`HYPERPARAMETERS`), trains under a wall-time
+cap, scores the selected checkpoint on the test targets and writes ``--out`` (:func:`summary`).
+Two changes to RecBole's stock behaviour, both needed for the same protocol: the input's items
+are excluded from the ranking, and training stops after the epoch that passes ``--max-minutes``.
 """
 
 from __future__ import annotations
@@ -54,23 +33,12 @@ DATASET = "loo"  # RecBole's dataset name: the atomic file is data/<DATASET>/<DA
 # residual), FFN 4 x d_model with GELU, AdamW lr 1e-3 weight decay 0.01, batch 128, gradient norm
 # clipped at 1, early stopping after 10 validations without improvement.
 HYPERPARAMETERS: dict[str, Any] = {
-    "hidden_size": 64,
-    "n_layers": 2,
-    "n_heads": 1,
-    "inner_size": 256,
-    "hidden_act": "gelu",
-    "hidden_dropout_prob": 0.3,
-    "attn_dropout_prob": 0.3,
-    "loss_type": "CE",
-    "learner": "adamw",
-    "learning_rate": 1e-3,
-    "weight_decay": 0.01,
-    "train_batch_size": 128,
-    "eval_batch_size": 256,
+    "hidden_size": 64, "n_layers": 2, "n_heads": 1, "inner_size": 256, "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.3, "attn_dropout_prob": 0.3, "loss_type": "CE", "learner": "adamw",
+    "learning_rate": 1e-3, "weight_decay": 0.01, "train_batch_size": 128, "eval_batch_size": 256,
     "clip_grad_norm": {"max_norm": 1.0},
-    # RecBole stops when more than stopping_step evaluations in a row did not improve
-    # (recbole.utils.early_stopping: cur_step > max_step); the project's loop stops when
-    # `patience` of them did not (stale >= patience). patience 10 == stopping_step 9.
+    # RecBole stops when more than stopping_step evaluations in a row did not improve; the project's
+    # loop when `patience` of them did not: patience 10 == stopping_step 9.
     "stopping_step": 9,
 }
 DEFAULT_EPOCHS = 200  # MODELS["sasrec"]'s epochs
@@ -119,44 +87,23 @@ def recbole_config(*, data_path: Path, work_dir: Path, epochs: int = DEFAULT_EPO
     """The RecBole configuration dict (``Config(model="SASRec", dataset=..., config_dict=...)``)."""
     work_dir = Path(work_dir)
     return {
-        # where things go: everything under the work dir (logs and tensorboard are relative to the
-        # current directory in RecBole, so run() also changes into the work dir)
-        "data_path": str(Path(data_path)),
-        "checkpoint_dir": str(work_dir / "saved"),
-        "save_dataset": False,
-        "save_dataloaders": False,
-        "log_wandb": False,
-        "show_progress": False,
-        # environment
-        "use_gpu": bool(use_gpu),
-        "gpu_id": "0",
-        "seed": seed,
-        "reproducibility": True,
-        "worker": 0,
+        # everything under the work dir (RecBole's logs are relative to the cwd: run() changes into it)
+        "data_path": str(Path(data_path)), "checkpoint_dir": str(work_dir / "saved"), "save_dataset": False,
+        "save_dataloaders": False, "log_wandb": False, "show_progress": False,
+        "use_gpu": bool(use_gpu), "gpu_id": "0", "seed": seed, "reproducibility": True, "worker": 0,
         # data: the converted file as it is
-        "USER_ID_FIELD": "user_id",
-        "ITEM_ID_FIELD": "item_id",
-        "TIME_FIELD": "timestamp",
-        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
-        "rm_dup_inter": None,
-        "val_interval": None,
-        "filter_inter_by_user_or_item": False,
-        "user_inter_num_interval": "[0,inf)",
-        "item_inter_num_interval": "[0,inf)",
-        "MAX_ITEM_LIST_LENGTH": MAX_LEN,
+        "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]}, "rm_dup_inter": None, "val_interval": None,
+        "filter_inter_by_user_or_item": False, "user_inter_num_interval": "[0,inf)",
+        "item_inter_num_interval": "[0,inf)", "MAX_ITEM_LIST_LENGTH": MAX_LEN,
         # protocol: leave-one-out, time order, full ranking, NDCG@10 selects
         "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"},
-        "metrics": ["NDCG", "Hit"],
-        "topk": [10, 20],
-        "valid_metric": "NDCG@10",
-        "valid_metric_bigger": True,
+        "metrics": ["NDCG", "Hit"], "topk": [10, 20], "valid_metric": "NDCG@10", "valid_metric_bigger": True,
         "metric_decimal_place": 6,  # RecBole rounds metrics (4 places by default), early stopping included
         "eval_step": 1,
-        # RecBole requires repeatable=True for sequential models; it means history items are not
-        # masked in the ranking, which _CappedTrainer._full_sort_batch_eval puts back.
+        # required for sequential models; it leaves history items unmasked, which _full_sort_batch_eval redoes
         "repeatable": True,
-        # training: full-catalog cross-entropy, no negative sampling
-        "train_neg_sample_args": None,
+        "train_neg_sample_args": None,  # full-catalog cross-entropy, no negative sampling
         "epochs": int(epochs),
         **HYPERPARAMETERS,
     }
@@ -173,23 +120,12 @@ def summary(*, test: dict[str, float], best_valid: float | None, train_seconds: 
         return None if value is None else float(value)
 
     return {
-        "model": "recbole-sasrec",
-        "recbole_version": version,
-        "torch_version": torch_version,
-        "ndcg_at_10": metric("ndcg@10"),
-        "hr_at_10": metric("hit@10"),
-        "ndcg_at_20": metric("ndcg@20"),
-        "hr_at_20": metric("hit@20"),
-        "val_ndcg_at_10": None if best_valid is None else float(best_valid),
-        "train_seconds": float(train_seconds),
-        "data_seconds": float(data_seconds),
-        "epochs_run": int(epochs_run),
-        "best_epoch": int(best_epoch),
-        "stopped_by": stopped_by,
-        "device": device,
-        "n_users": n_users,
-        "n_items": n_items,
-        "n_interactions": n_interactions,
+        "model": "recbole-sasrec", "recbole_version": version, "torch_version": torch_version,
+        "ndcg_at_10": metric("ndcg@10"), "hr_at_10": metric("hit@10"), "ndcg_at_20": metric("ndcg@20"),
+        "hr_at_20": metric("hit@20"), "val_ndcg_at_10": None if best_valid is None else float(best_valid),
+        "train_seconds": float(train_seconds), "data_seconds": float(data_seconds), "epochs_run": int(epochs_run),
+        "best_epoch": int(best_epoch), "stopped_by": stopped_by, "device": device, "n_users": n_users,
+        "n_items": n_items, "n_interactions": n_interactions,
         "n_examples": n_examples,  # RecBole's (input, target) examples: every item but each user's first
         "config": {k: v for k, v in config.items() if k in HYPERPARAMETERS or k in ("epochs", "MAX_ITEM_LIST_LENGTH")},
     }
@@ -199,22 +135,12 @@ def summary(*, test: dict[str, float], best_valid: float | None, train_seconds: 
 
 
 class _OutOfTime(Exception):
-    """Raised from fit()'s per-epoch callback to end training at the time cap.
-
-    How the cap works: RecBole's ``Trainer.fit`` has no wall-time limit, but it calls
-    ``callback_fn(epoch, valid_score)`` after every validation, once the epoch's checkpoint (when it
-    improved) is saved. ``_CappedTrainer._train_epoch`` notes when the time since fit() began passes
-    the cap at the end of an epoch's training; that epoch is still validated (and saved if best),
-    and then the callback raises this exception, which run() catches. The best validated checkpoint
-    is on disk as RecBole saved it, and the test scoring loads it, as after a normal stop.
-    """
+    """Raised from fit()'s per-validation callback once an epoch ended past the time cap (that epoch is
+    still validated and saved if best); run() catches it and scores the best checkpoint as usual."""
 
 
 def _patch_numpy() -> None:
-    # numpy 2 removed np.float_, np.complex_ and np.unicode_; RecBole 1.2.1's
-    # Config.compatibility_settings() aliases np.float = np.float_ (and so on) and dies with an
-    # AttributeError before anything runs. Put the removed names back (the same types) first;
-    # RecBole's own aliases (np.float, np.int, np.bool, ...) then work as it expects.
+    # numpy 2 removed np.float_ & co, which RecBole 1.2.1's Config aliases at start: put them back.
     import numpy as np
 
     for name, value in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_),
@@ -254,8 +180,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = Config(model="SASRec", dataset=DATASET, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    # pandas 3 (copy-on-write) warns that Dataset._fill_nan's `feat[field].fillna(..., inplace=True)`
-    # no longer fills anything. The converted file has no missing values, so nothing needs filling.
+    # pandas 3 warns that Dataset._fill_nan no longer fills in place: the file has no missing values.
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
@@ -289,9 +214,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise _OutOfTime
 
         def _full_sort_batch_eval(self, batched_data):
-            # The same protocol as the project's evaluator: the items of the input sequence (at
-            # most MAX_ITEM_LIST_LENGTH, 0 = padding) are not ranked. RecBole excludes history
-            # items only for non-sequential models.
+            # As the project's evaluator: the input sequence's items are not ranked (RecBole excludes
+            # history items only for non-sequential models).
             interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
             inputs = interaction[self.model.ITEM_SEQ].to(scores.device)  # [B, L]
             scores.scatter_(1, inputs, float("-inf"))  # [B, n_items]
@@ -299,9 +223,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
             if load_best_model:
-                # torch >= 2.6 loads with weights_only=True by default, and RecBole's checkpoint
-                # holds its Config object, so Trainer.evaluate(load_best_model=True) fails with an
-                # UnpicklingError. Load the file this run wrote ourselves (trusted), then evaluate.
+                # torch >= 2.6 loads weights_only, which RecBole's checkpoint (holding its Config) fails:
+                # load the file this run wrote (trusted) ourselves.
                 checkpoint = torch.load(model_file or self.saved_model_file, map_location=self.device,
                                         weights_only=False)
                 self.model.load_state_dict(checkpoint["state_dict"])

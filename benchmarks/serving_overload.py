@@ -1,35 +1,19 @@
 """Serving under overload, this checkout's API next to a baseline revision's, on the same state.
 
-Builds the state of :mod:`benchmarks.serving_load` (ring-walk log, Feast on a private Redis, a
-SASRec promoted in MLflow), then for each of the two trees starts ``uvicorn serving.app:app`` and
-measures:
+On the state of :mod:`benchmarks.serving_load` (Feast on a private Redis), for each tree a fresh
+``uvicorn serving.app:app``: **open loop** at ``--rate`` req/s (throughput, p50/p99, share of
+``feature_store_timeout`` fallbacks: the server's own doing on a healthy Redis); **closed loop** of
+``--concurrency`` back-to-back clients (also the share refused with 429); **batch flood** of
+``--flood`` batches (1000 users, k=100) while a prober times ``/health`` and one user's request.
+The baseline tree is ``git archive`` of ``--baseline-rev`` run with this venv. Each scenario
+records the 1-minute load average; the trees take turns ``--rounds`` times; figures are medians.
 
-* **open loop** at ``--rate`` req/s of single requests (fixed schedule): throughput, p50/p99 and
-  the share of answers that were ``feature_store_timeout`` fallbacks (the store is a healthy
-  local Redis, so every one of them is the server's own doing);
-* **closed loop**: ``--concurrency`` clients each sending single requests back to back (the
-  server saturated): the same figures, and the share refused with 429;
-* **batch flood**: ``--flood`` concurrent batch requests of 1000 users at k=100 while a prober
-  sends ``GET /health`` and one user's ``GET /recommendations`` in turn: how long those took
-  during the flood, how many batches were answered and how many refused (429).
-
-The baseline tree is ``git archive`` of ``--baseline-rev`` (default: the last revision before
-load shedding) run with this checkout's virtualenv. The load generator shares the machine with
-the server and Redis; the machine's 1-minute load average is recorded with each scenario, since
-other jobs on a shared machine move every figure here. For the same reason the two trees take
-turns, ``--rounds`` times, each with a fresh server, and each figure is the median of its rounds.
-
-    python -m benchmarks.serving_overload
     python -m benchmarks.serving_overload --rate 100 --concurrency 30 --flood 20 --duration 10
-
-Writes ``benchmarks/results/serving_overload.json`` and its section of ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
 import random
 import subprocess
@@ -42,7 +26,6 @@ from benchmarks import common
 from benchmarks import serving_load as load
 
 NAME = "serving_overload"
-TITLE = "Serving under overload (load shedding, batch pool, forward turns)"
 MODULE = "benchmarks.serving_overload"
 BASELINE_REV = "572dd4f"  # the last revision before load shedding and the batch pool
 BATCH_USERS, BATCH_K = 1000, 100
@@ -59,32 +42,31 @@ def baseline_tree(rev: str, work: Path) -> Path:
     return target
 
 
-async def closed_loop(port: int, users: list[str], concurrency: int, duration_s: float) -> dict[str, Any]:
+async def closed_loop(base_url: str, users: list[str], concurrency: int, duration_s: float) -> dict[str, Any]:
     rng = random.Random(3)
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     timeouts = 0
-    async with load.KeepAliveClient("127.0.0.1", port, concurrency) as client:
+    async with load.load_client(base_url, concurrency) as client:
         stop_at = time.perf_counter() + duration_s
 
         async def worker() -> None:
             nonlocal timeouts
             while time.perf_counter() < stop_at:
-                connection = await client.acquire()
                 started = time.perf_counter()
-                status, body = await client.get(connection, f"/recommendations/{rng.choice(users)}?k=10")
+                response = await client.get(f"/recommendations/{rng.choice(users)}?k=10")
                 latencies.append((time.perf_counter() - started) * 1000)
-                statuses[status] = statuses.get(status, 0) + 1
-                if status == 200:
-                    timeouts += json.loads(body)["fallback_reason"] == "feature_store_timeout"
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                if response.status_code == 200:
+                    timeouts += response.json()["fallback_reason"] == "feature_store_timeout"
 
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - began
     ok, total = statuses.get(200, 0), sum(statuses.values())
-    return {"throughput": ok / elapsed, "p50": load.percentile(latencies, 50), "p99": load.percentile(latencies, 99),
-            "requests": total, "timeout_share": timeouts / max(ok, 1), "shed_share": statuses.get(429, 0) / max(total, 1),
-            "errors": total - ok - statuses.get(429, 0)}
+    return {"throughput": ok / elapsed, "p50": common.percentile(latencies, 50),
+            "p99": common.percentile(latencies, 99), "requests": total, "timeout_share": timeouts / max(ok, 1),
+            "shed_share": statuses.get(429, 0) / max(total, 1), "errors": total - ok - statuses.get(429, 0)}
 
 
 async def batch_flood(base_url: str, users: list[str], flood: int) -> dict[str, Any]:
@@ -116,34 +98,34 @@ async def batch_flood(base_url: str, users: list[str], flood: int) -> dict[str, 
     return {"flood_s": elapsed, "answered": len(ok), "shed": sum(status == 429 for status, _ in answered),
             "errors": sum(status not in (200, 429) for status, _ in answered),
             "batch_fallback_share": sum(ok) / max(len(ok) * BATCH_USERS, 1),
-            "health_p50": load.percentile(health_ms, 50), "health_max": max(health_ms, default=float("nan")),
-            "single_p50": load.percentile(single_ms, 50), "single_max": max(single_ms, default=float("nan")),
+            "health_p50": common.percentile(health_ms, 50), "health_max": max(health_ms, default=float("nan")),
+            "single_p50": common.percentile(single_ms, 50), "single_max": max(single_ms, default=float("nan")),
             "probes": len(health_ms)}
 
 
 def measure_tree(settings, users: list[str], tree: Path, args, work: Path, label: str) -> dict[str, Any]:
-    port = load.free_port()
+    port = common.free_port()
     server = load.start_server(settings, port, work / f"uvicorn-{label}.log", tree=tree)
     base_url = f"http://127.0.0.1:{port}"
     out: dict[str, Any] = {}
     try:
         load.run_load(load.open_loop(base_url, users, 50, 3, seed=99))  # warm-up, not reported
-        for rate in args.rate:
+        def run(coroutine) -> dict[str, Any]:  # the figures and the mean 1-min load average around them
             before = os.getloadavg()[0]
-            figures = load.run_load(load.open_loop(base_url, users, rate, args.duration, seed=1))
-            out[f"open loop {rate:g} req/s"] = {
-                "throughput": figures["throughput"], "p50": figures["p50"], "p99": figures["p99"],
-                "timeout_share": figures["feature_timeouts"] / max(figures["ok"], 1), "errors": figures["errors"],
-                "load_avg": (before + os.getloadavg()[0]) / 2}
-        before = os.getloadavg()[0]
-        figures = load.run_load(closed_loop(port, users, args.concurrency, args.duration))
-        out[f"closed loop, {args.concurrency} clients"] = figures | {"load_avg": (before + os.getloadavg()[0]) / 2}
-        before = os.getloadavg()[0]
-        figures = load.run_load(batch_flood(base_url, users, args.flood))
-        out[f"flood of {args.flood} batches ({BATCH_USERS} users, k={BATCH_K})"] = figures | {
-            "load_avg": (before + os.getloadavg()[0]) / 2}
+            figures = load.run_load(coroutine)
+            return figures | {"load_avg": (before + os.getloadavg()[0]) / 2}
+
+        for rate in args.rate:
+            f = run(load.open_loop(base_url, users, rate, args.duration, seed=1))
+            out[f"open loop {rate:g} req/s"] = {"throughput": f["throughput"], "p50": f["p50"], "p99": f["p99"],
+                                                "timeout_share": f["feature_timeouts"] / max(f["ok"], 1),
+                                                "errors": f["errors"], "load_avg": f["load_avg"]}
+        out[f"closed loop, {args.concurrency} clients"] = run(closed_loop(base_url, users, args.concurrency,
+                                                                          args.duration))
+        out[f"flood of {args.flood} batches ({BATCH_USERS} users, k={BATCH_K})"] = run(
+            batch_flood(base_url, users, args.flood))
     finally:
-        load.stop_server(server)
+        common.stop_process(server)
     return out
 
 
@@ -172,41 +154,17 @@ def to_records(runs: dict[str, dict], names: dict[str, str], dataset: str, comma
     return records
 
 
-def _cell(metric: str, value: float | None) -> str:
-    if value is None:
-        return ""
-    if UNITS[metric] == "fraction":
-        return f"{value * 100:.2f} %"
-    return f"{value:.0f}" if isinstance(value, int) or UNITS[metric] == "requests" else f"{value:.1f}"
-
-
-def rows_of(runs: dict[str, dict]) -> list[list[str]]:
-    rows = []
-    for scenario, figures in runs["this tree"].items():
-        for metric, value in figures.items():
-            old = runs.get("baseline", {}).get(scenario, {}).get(metric)
-            rows.append([scenario, f"{metric} ({UNITS[metric]})", _cell(metric, old), _cell(metric, value)])
-    return rows
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from core.settings import Settings
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = load.build_parser(MODULE, __doc__, NAME)
     parser.add_argument("--rate", type=float, action="append", help="open-loop req/s (repeatable; default 200)")
     parser.add_argument("--concurrency", type=int, default=30, help="closed-loop clients")
     parser.add_argument("--flood", type=int, default=20, help="concurrent batch requests")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load scenario")
     parser.add_argument("--rounds", type=int, default=3, help="turns of each tree; figures are medians")
     parser.add_argument("--baseline-rev", default=BASELINE_REV, help="revision to compare with; '' for none")
-    parser.add_argument("--users", type=int, default=2000)
-    parser.add_argument("--items", type=int, default=300)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--work-dir", type=Path, default=None)
-    parser.add_argument("--results", type=Path, default=common.RESULTS_DIR / f"{NAME}.json")
-    parser.add_argument("--docs", type=Path, default=common.DOCS_PATH)
     args = parser.parse_args(argv)
     args.rate = args.rate or [200.0]
     work = (args.work_dir or common.default_work_dir(NAME)).resolve()
@@ -214,10 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings(home=work / "home", champion_poll_seconds=30)
     print(f"building the pipeline state in {settings.home} ...", flush=True)
     users = load.build_state(settings, args.users, args.items, args.epochs)
-    redis_process, redis_port = load.start_private_redis(work)
+    redis_process, redis_port = common.start_private_redis(work)
     try:
-        settings = settings.replace(feast_online_store="redis",
-                                       redis_connection_string=f"127.0.0.1:{redis_port}")
+        settings = settings.replace(feast_online_store="redis", redis_connection_string=f"127.0.0.1:{redis_port}")
         load.rematerialize(settings)
         revision = common.git_revision() or "this checkout"
         names = {"this tree": f"API at {revision} (uvicorn, 1 worker)"}
@@ -233,30 +190,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rounds[label].append(measure_tree(settings, users, tree, args, work, label.replace(" ", "-")))
         runs = {label: medians(measured) for label, measured in rounds.items()}
     finally:
-        redis_process.kill()
-        redis_process.wait()
+        common.stop_process(redis_process)
 
     command = common.command_line(MODULE, argv)
     hardware = common.hardware(packages=("torch", "feast", "fastapi", "uvicorn", "redis"))
     dataset = (f"ring walk, {args.users} users, {args.items} items, SASRec, Redis online store, "
                f"median of {args.rounds} rounds")
     records = to_records(runs, names, dataset, command, hardware, common.now_iso())
-    merged = common.update_results(args.results, records)
-    headers = ["scenario", "figure", names.get("baseline", "baseline"), names["this tree"]]
-    table = common.markdown_table(headers, rows_of(runs), align="llrr")
-    common.replace_section(args.docs, NAME, TITLE, "\n".join([
-        f"`{command}` — {dataset}, {args.duration:g} s per load scenario; {common.hardware_summary(hardware)}.",
-        "",
-        "Load generator, Redis and the API share the machine's cores; `load_avg` is the machine's "
-        "1-minute load average during the scenario (above the core count, other jobs were competing "
-        "for the CPU and every latency here grows with it). `timeout_share` counts "
-        "`feature_store_timeout` fallbacks among the answers (the online store is a healthy local Redis).",
-        "",
-        table,
-    ]))
-    print(common.text_table(headers, rows_of(runs)))
-    print(f"{len(records)} records -> {args.results} ({len(merged)} in all); section -> {args.docs}")
-    return 0
+    return common.finish(NAME, args.results, records)
 
 
 if __name__ == "__main__":

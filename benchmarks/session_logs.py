@@ -6,10 +6,8 @@ run with ``RECSYS_EVAL_PROTOCOL=session`` measures.
     python -m benchmarks.session_logs                         # both samples, the default models
     python -m benchmarks.session_logs --dataset yoochoose --models sknn,gru4rec --max-minutes 2
 
-Windows: YOOCHOOSE's sample is six days of training clicks plus the following day (its ``_test``
-file), so the last day is the test window and the day before validation (session-rec's RSC15
-setting). DIGINETICA's sample is thin (a few dozen sessions a day over five months), so its
-windows are the last seven days each (session-rec's DIGINETICA test window).
+Windows (session-rec's): YOOCHOOSE's last day is the test window and the day before validation;
+DIGINETICA's thin sample uses the last seven days each.
 """
 
 from __future__ import annotations
@@ -69,7 +67,7 @@ def read_sessions(dataset: Dataset, data_dir: Path):
 
 
 def run(dataset_name: str, models: Sequence[str], *, epochs: int, max_minutes: float, data_dir: Path,
-        work_dir: Path, command: str, hardware: dict[str, Any], date: str) -> tuple[list[dict], list[list]]:
+        work_dir: Path, command: str, hardware: dict[str, Any], date: str) -> list[dict]:
     from core.settings import Settings
     from training.config import TrainConfig
     from training.protocol import LogFacts, build_split, choose_plan
@@ -86,39 +84,19 @@ def run(dataset_name: str, models: Sequence[str], *, epochs: int, max_minutes: f
           f"{auto.protocol} ({auto.reason}); {info['n_val_examples']} val / {info['n_test_examples']} test "
           f"examples; exclude_seen={split.exclude_seen} ({info['exclude_seen_reason']})")
     settings = Settings(home=work_dir / "home")
-    records, rows = [], []
+    records = []
     for model in models:
         tc = TrainConfig(epochs=epochs, max_train_seconds=max_minutes * 60, progress=False, patience=2)
         result = train_model(settings, split, model, tc, checkpoint_path=work_dir / dataset_name / model / "c.pt")
-        figures = {k: result.test_metrics[k] for k in METRICS}
-        published = PUBLISHED_RSC15.get(model)
-        rows.append([model, *(f"{figures[k]:.4f}" for k in METRICS), f"{result.train_seconds:.0f}",
-                     f"{published[0]:.3f} / {published[1]:.3f}" if published else ""])
-        for metric, value in figures.items():
-            records.append(common.record(metric, value, "ratio", dataset=f"{dataset_name} (session protocol)",
-                                         model=model, baseline="popularity" if model != "popularity" else None,
-                                         command=command, hardware=hardware, date=date))
-        records.append(common.record("train_seconds", result.train_seconds, "s",
-                                     dataset=f"{dataset_name} (session protocol)", model=model, baseline=None,
-                                     command=command, hardware=hardware, date=date))
-    context = (f"*{dataset_name}*: {facts.n_sessions:,} sessions, {facts.n_events:,} events over "
-               f"{facts.span_days:.0f} days; windows {plan.test_days:g} + {plan.val_days:g} days; "
-               f"{info['n_test_sessions']:,} test sessions, {info['n_test_examples']:,} test prefixes; "
-               f"the nightly `auto` protocol picks **{auto.protocol}** ({auto.reason}); "
-               f"exclude_seen={split.exclude_seen} ({info['exclude_seen_reason']}).")
-    return records, [[context], *rows]
-
-
-HEADERS = ["model", "HR@20", "MRR@20", "NDCG@10", "NDCG@20", "train s", "session-rec RSC15 HR@20 / MRR@20"]
-
-
-def docs_body(tables: dict[str, list[list]], command: str, hardware: dict[str, Any]) -> str:
-    parts = [f"Command: `{command}` on {common.hardware_summary(hardware)}. Test figures over every "
-             "prefix of each test session (sessions of one item and items unseen in training dropped); "
-             "the published column is session-rec's full-RSC15 result, for the ordering only."]
-    for name, (context, *rows) in tables.items():
-        parts += [context[0], common.markdown_table(HEADERS, rows, "lrrrrrl")]
-    return "\n\n".join(parts)
+        vs = "popularity" if model != "popularity" else None
+        for metric, value, unit, baseline in [*((k, result.test_metrics[k], "ratio", vs) for k in METRICS),
+                                              ("train_seconds", result.train_seconds, "s", None)]:
+            records.append(common.record(metric, value, unit, dataset=f"{dataset_name} (session protocol)",
+                                         model=model, baseline=baseline, command=command, hardware=hardware, date=date))
+    print(f"*{dataset_name}*: {facts.n_sessions:,} sessions, {facts.n_events:,} events over "
+          f"{facts.span_days:.0f} days; windows {plan.test_days:g} + {plan.val_days:g} days; "
+          f"{info['n_test_sessions']:,} test sessions, {info['n_test_examples']:,} test prefixes.")
+    return records
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,27 +107,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, default=3.0, help="training time cap per model")
     parser.add_argument("--data-dir", type=Path, default=common.REPO_ROOT.parent / "shared" / "data")
     parser.add_argument("--work-dir", type=Path, default=None)
-    parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--results", type=Path, default=common.RESULTS_DIR / f"{NAME}.json")
     args = parser.parse_args(argv)
     if not args.data_dir.is_dir():
         parser.error(f"no public data at {args.data_dir} (--data-dir)")
     command = common.command_line(f"benchmarks.{NAME}", list(argv) if argv is not None else sys.argv[1:])
     hardware, date = common.hardware(), common.now_iso()
     work_dir = args.work_dir or common.default_work_dir(NAME)
-    records, tables = [], {}
+    records = []
     for name in args.dataset or sorted(DATASETS, reverse=True):
-        found, table = run(name, [m.strip() for m in args.models.split(",") if m.strip()], epochs=args.epochs,
-                           max_minutes=args.max_minutes, data_dir=args.data_dir, work_dir=work_dir,
-                           command=command, hardware=hardware, date=date)
-        records += found
-        tables[name] = table
-        print(table[0][0])
-        print(common.text_table(HEADERS, table[1:]))
-    common.update_results(common.RESULTS_DIR / f"{NAME}.json", records)
-    if not args.no_docs:
-        common.replace_section(common.DOCS_PATH, NAME, "Session logs (session protocol)",
-                               docs_body(tables, command, hardware))
-    return 0
+        records += run(name, [m.strip() for m in args.models.split(",") if m.strip()], epochs=args.epochs,
+                       max_minutes=args.max_minutes, data_dir=args.data_dir, work_dir=work_dir,
+                       command=command, hardware=hardware, date=date)
+    return common.finish(NAME, args.results, records)
 
 
 if __name__ == "__main__":

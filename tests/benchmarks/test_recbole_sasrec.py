@@ -24,7 +24,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks import amazon_loo as bench  # noqa: E402
-from benchmarks import common  # noqa: E402
+from benchmarks import common, report_docs  # noqa: E402
 
 SCRIPT = REPO_ROOT / "benchmarks" / "recbole_sasrec.py"
 
@@ -226,12 +226,13 @@ def test_ratios_are_ours_over_recboles_for_sasrec_variants_only() -> None:
 
 
 def _fixture_run(tmp_path: Path, python: Path, models: str) -> tuple[int, list[dict], str, Path]:
-    results, docs = tmp_path / "results.json", tmp_path / "benchmarks.md"
+    results = tmp_path / "results.json"
     argv = ["--file", str(_write_fixture(tmp_path / "Beauty.txt")), "--dataset", "Beauty", "--models", models,
             "--epochs", "1", "--max-minutes", "3", "--device", "cpu", "--recbole-python", str(python),
-            "--results", str(results), "--docs", str(docs), "--work-dir", str(tmp_path / "work"), "--no-progress"]
+            "--results", str(results), "--work-dir", str(tmp_path / "work"), "--no-progress"]
     code = bench.main(argv)
-    return code, json.loads(results.read_text()), docs.read_text(), tmp_path / "args.txt"
+    records = json.loads(results.read_text())
+    return code, records, report_docs.render_section("amazon_loo", records, tmp_path), tmp_path / "args.txt"
 
 
 def test_benchmark_records_recbole_and_the_ratios(tmp_path: Path) -> None:
