@@ -27,10 +27,9 @@ from typing import Any
 
 from core.settings import Settings
 from pipeline.report_page import render
+from registry.promotion import METRIC
 
 log = logging.getLogger(__name__)
-
-METRIC = "ndcg_at_10"
 
 
 def report_dir(settings: Settings, run_date: date) -> Path:

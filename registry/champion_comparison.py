@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+# The metric promotion decides on (registry.promotion and the nightly report use it too).
 METRIC = "ndcg_at_10"
 METRIC_K = 10
 # The bootstrap's resamples are drawn from this seed, so re-deciding a night gives the same answer.

@@ -43,8 +43,8 @@ from datetime import date, datetime, timezone
 from typing import Any, Callable
 
 from core.settings import Settings
+from registry.champion_comparison import METRIC
 
-METRIC = "ndcg_at_10"
 COVERAGE_METRIC = "coverage_at_10"
 CHAMPION_CHECK = "beats_champion"
 # (settings, registered version) -> (passed, detail)

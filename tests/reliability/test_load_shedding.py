@@ -75,15 +75,17 @@ class LiveServer:
         self.thread.join(timeout=HANG_GUARD_S)
 
 
-def slow_batch_forward(monkeypatch, service) -> None:
+def slow_forward(monkeypatch, service, method: str = "recommend_many",
+                 seconds: float = SLOW_BATCH_FORWARD_S) -> None:
+    """Make the served model's ``method`` take ``seconds`` longer (a busy CPU's forward)."""
     model, _ = service._state
-    real = model.recommend_many
+    real = getattr(model, method)
 
     def forward(*args, **kwargs):
-        time.sleep(SLOW_BATCH_FORWARD_S)
+        time.sleep(seconds)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(model, "recommend_many", forward)
+    monkeypatch.setattr(model, method, forward)
 
 
 def batch_ids() -> list[str]:
@@ -134,7 +136,7 @@ def test_batch_flood_is_shed_and_health_and_single_requests_answer_while_it_runs
     admitted_limit = 2 * redis_served.serving_batch_workers
     app = create_app(redis_served)
     with LiveServer(app) as live:
-        slow_batch_forward(monkeypatch, app.state.service)
+        slow_forward(monkeypatch, app.state.service)
         seen = asyncio.run(flood_and_probe(live.url, FLOOD - admitted_limit))
 
     shed = [response for response, _ in seen["answered"] if response.status_code == 429]
@@ -180,7 +182,7 @@ def test_requests_beyond_the_concurrency_limit_are_refused_but_health_and_metric
         return {"single": single, "health": health, "metrics": metrics, "batches": batches}
 
     with LiveServer(app) as live:
-        slow_batch_forward(monkeypatch, app.state.service)
+        slow_forward(monkeypatch, app.state.service)
         seen = asyncio.run(scenario(live.url))
 
     assert seen["single"].status_code == 429 and seen["single"].headers["retry-after"].isdigit()
@@ -203,14 +205,7 @@ def test_healthy_reads_do_not_time_out_while_forwards_queue_on_the_event_loop(re
     clients, rounds = 40, 2
     service = RecommendationService(settings)
     try:
-        model, _ = service._state
-        real = model.recommend
-
-        def forward(*args, **kwargs):
-            time.sleep(forward_s)
-            return real(*args, **kwargs)
-
-        monkeypatch.setattr(model, "recommend", forward)
+        slow_forward(monkeypatch, service, "recommend", forward_s)
 
         async def client(i: int) -> list:
             return [await service.arecommend(KNOWN_USERS[(i * rounds + r) % len(KNOWN_USERS)], 10)
