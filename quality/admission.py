@@ -33,7 +33,6 @@ import os
 import sys
 from contextlib import contextmanager
 from datetime import date, datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from core.errors import UserError
@@ -49,7 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GATE = "quality_gate"
-READMIT_COMMAND = "python -m quality.admission readmit {day} --reason '...'"
+READMIT_COMMAND = "recsys admission readmit {day} --reason '...'"
 
 
 class NotRejected(UserError):
@@ -94,7 +93,7 @@ def readmit(settings: Settings, day: date | str, reason: str, by: str | None = N
         if event is None or event["action"] != REJECTED:
             state = "never rejected" if event is None else f"already re-admitted by {event['by']} at {event['at']}"
             raise NotRejected(f"arrival day {day} is not excluded ({state})",
-                              fix="`python -m quality.admission list` shows the excluded days")
+                              fix="`recsys admission list` shows the excluded days")
         return _append(settings, day, READMITTED, by=by or _person(), reason=reason, locked=True)
 
 
@@ -227,6 +226,16 @@ def _person() -> str:
 # ---------------------------------------------------------------- command line
 
 
+def admission_listing(settings: Settings) -> list[str]:
+    """One line per recorded arrival day, the excluded ones first."""
+    latest = latest_events(settings)
+    if not latest:
+        return [f"no arrival day was ever rejected ({admission_path(settings)})"]
+    return [f"{day}  {'EXCLUDED' if event['action'] == REJECTED else 'readmitted':<10}  {event['at']}  "
+            f"by {event['by']}: {event['reason']}"
+            for day, event in sorted(latest.items(), key=lambda kv: (kv[1]["action"] != REJECTED, kv[0]))]
+
+
 def main(argv: list[str] | None = None) -> int:
     from core.cli_errors import add_debug_flag, user_errors
 
@@ -249,12 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"re-admitted {event['arrival_date']} (recorded in {admission_path(settings)}); "
                   "the next build_sessions brings its rows back")
             return 0
-        latest = latest_events(settings)
-        if not latest:
-            print(f"no arrival day was ever rejected ({admission_path(settings)})")
-        for day, event in sorted(latest.items(), key=lambda kv: (kv[1]["action"] != REJECTED, kv[0])):
-            state = "EXCLUDED" if event["action"] == REJECTED else "readmitted"
-            print(f"{day}  {state:<10}  {event['at']}  by {event['by']}: {event['reason']}")
+        print("\n".join(admission_listing(settings)))
     return 0
 
 

@@ -50,7 +50,7 @@ def read_events(settings: Settings) -> list[dict[str, Any]]:
             raise AdmissionRecordUnreadable(
                 f"admission record {path} line {number} is not an admission event ({exc})",
                 fix="restore the line from a backup; the file is only ever appended to by the gate "
-                    "and `python -m quality.admission`",
+                    "and `recsys admission`",
             ) from None
         events.append(event)
     return events

@@ -14,6 +14,8 @@ Only the standard library is used here: the import DAG reads the registry at eve
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -23,7 +25,8 @@ from ingest.importers import amazon_m2, diginetica, movielens, otto, retailrocke
 from ingest.importers.canonical import SourceFormatError, SourceRow
 from ingest.importers.writer import DEFAULT_MAX_BUFFERED_LINES, ArrivalDayWriter, raw_file_name
 
-__all__ = ["IMPORTERS", "Importer", "SourceFormatError", "import_log"]
+__all__ = ["IMPORT_ERRORS", "IMPORTERS", "Importer", "SourceFormatError", "import_error_message", "import_log",
+           "summary_lines"]
 
 # Kept in the summary so a wrong format can be diagnosed without opening the quarantine.
 N_REJECTED_EXAMPLES = 10
@@ -146,3 +149,32 @@ def import_log(
         },
         "removed_stale_days": [day.isoformat() for day in removed],
     }
+
+
+# What an import of a file that is not what its format says, cannot be read or written, or is a
+# broken or truncated .gz raises: a user error, told in one line.
+IMPORT_ERRORS = (OSError, EOFError, zlib.error, SourceFormatError, ValueError)
+
+
+def import_error_message(error: BaseException, source: Path) -> str:
+    """One line for one of ``IMPORT_ERRORS`` (a broken .gz's errors do not name the file)."""
+    message = " ".join(str(error).splitlines())
+    if isinstance(error, (EOFError, zlib.error, gzip.BadGzipFile)):
+        message = f"{source}: {message}"
+    elif isinstance(error, OSError) and error.strerror:
+        message = f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    return message
+
+
+def summary_lines(summary: dict[str, Any], format_name: str) -> list[str]:
+    """What an import wrote, and the commands that ingest it, for the terminal."""
+    days = summary["arrival_days"]
+    lines = [f"arrival days written ({len(days)}): {' '.join(days)}"]
+    if summary["removed_stale_days"]:
+        lines.append(f"stale {format_name} files removed from: {' '.join(summary['removed_stale_days'])}")
+    if days:
+        # One range, in date order: ingestion drops cross-day duplicates only when earlier days
+        # come first; the days between without a folder are skipped and listed.
+        lines.append(f"next: recsys ingest --date {days[0]} --to {days[-1]}, then "
+                     f"recsys airflow run --date {days[-1]} (README: Bring your own log)")
+    return lines

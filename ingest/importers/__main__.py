@@ -9,14 +9,12 @@ command for them.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
-import zlib
 from datetime import date
 from pathlib import Path
 
-from ingest.importers import IMPORTERS, SourceFormatError, import_log
+from ingest.importers import IMPORT_ERRORS, IMPORTERS, import_error_message, import_log, summary_lines
 from core.settings import Settings
 
 
@@ -41,24 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     raw_dir = args.out if args.out is not None else Settings.from_env().raw_dir
     try:
         summary = import_log(args.format, args.source, raw_dir, limit=args.limit, start_date=args.start_date)
-    except (OSError, EOFError, zlib.error, SourceFormatError, ValueError) as error:
-        # One line, no traceback: the file is not what the format says, it cannot be read or
-        # written, or it is a broken or truncated .gz (whose errors do not name the file).
-        message = " ".join(str(error).splitlines())
-        if isinstance(error, (EOFError, zlib.error, gzip.BadGzipFile)):
-            message = f"{args.source}: {message}"
-        print(f"error: {message}", file=sys.stderr)
+    except IMPORT_ERRORS as error:  # one line, no traceback
+        print(f"error: {import_error_message(error, args.source)}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2))
-    days = summary["arrival_days"]
-    print(f"arrival days written ({len(days)}): {' '.join(days)}", file=sys.stderr)
-    if summary["removed_stale_days"]:
-        print(f"stale {args.format} files removed from: {' '.join(summary['removed_stale_days'])}", file=sys.stderr)
-    # One range, in date order (ingestion drops cross-day duplicates only when earlier days come
-    # first); the days between without a folder are skipped and listed.
-    if days:
-        print(f"next: python -m ingest.ingest_day --date {days[0]} --to {days[-1]}, then "
-              f"python -m pipeline.run_dag --date {days[-1]} (README: Bring your own log)", file=sys.stderr)
+    for line in summary_lines(summary, args.format):
+        print(line, file=sys.stderr)
     return 0
 
 

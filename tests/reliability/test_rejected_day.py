@@ -170,7 +170,7 @@ def test_a_rerun_of_a_rejected_day_that_now_passes_stays_out(tmp_path):
     passed = GateVerdict(run_date=B, passed=True, failed_critical=[], failed_warnings=[],
                          suites={}, data_docs_index="index.html")
     # The gate judged tables built without B: passing says nothing about B's rows.
-    with pytest.raises(ArrivalDayExcluded, match="quality.admission readmit 2026-11-21"):
+    with pytest.raises(ArrivalDayExcluded, match="recsys admission readmit 2026-11-21"):
         enforce_admission(settings, passed)
     assert enforce_admission(settings, dataclasses.replace(passed, run_date=C)).run_date == C
 
