@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlparse
 
 from core.settings import Settings
 from quality import suites as suites_mod
+from quality.data_docs import localize_site
 from quality.inputs import FRAME_READERS, InputUnavailable
 
 DATASOURCE_NAME = "recsys_quality"
@@ -73,7 +74,9 @@ def validate_suites(settings: Settings, run_date: date) -> SuiteResults:
                 else:
                     failed_warnings.append(message)
 
-    return SuiteResults(failed_critical, failed_warnings, suite_ok, _data_docs_index(context))
+    index = _data_docs_index(context)
+    localize_site(index)  # GX links its scripts and styles on CDNs: copies served from the site
+    return SuiteResults(failed_critical, failed_warnings, suite_ok, index)
 
 
 # ---- Great Expectations project ----

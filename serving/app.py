@@ -11,6 +11,8 @@
   alert on ``status`` / ``recsys_serving_status{status="degraded"}`` instead;
   ``no_model`` (503) - nothing to serve, so a load balancer takes the replica out;
 * ``GET  /metrics``                      - Prometheus text format;
+* ``GET  /docs``, ``/redoc``             - Swagger UI / ReDoc, their assets served by the app
+  (:mod:`serving.api_docs`), so they render without internet access;
 * ``POST /events``                       - push live events into users' online recent items, so
   their next recommendations react within the session (Feast push source); with
   ``RECSYS_EVENTS_TOKEN`` set it needs ``Authorization: Bearer <token>``; event times are
@@ -254,7 +256,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "`no_model` 503."
         ),
         lifespan=lifespan,
+        # /docs and /redoc come from serving.api_docs, with their JS/CSS served locally.
+        docs_url=None,
+        redoc_url=None,
     )
+    from serving.api_docs import mount_offline_docs
+
+    mount_offline_docs(app)
     from fastapi.exceptions import RequestValidationError
 
     from serving.api_errors import clipped_validation_errors
