@@ -16,7 +16,7 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 
 ## The whole nightly loop on generated logs, embedded defaults (Spark local, DuckDB, SQLite, MLflow files)
 demo: $(STAMP)
-	$(BIN)/python -m pipeline.demo
+	$(BIN)/recsys demo
 
 ## The test suite (what CI runs); the multi-minute stack tests are in test-all
 test: $(STAMP)
@@ -38,7 +38,8 @@ test-fast: $(STAMP)
 api: $(STAMP)
 	RECSYS_API_HOST='$(or $(RECSYS_API_HOST),127.0.0.1)' $(BIN)/uvicorn serving.app:app --host '$(or $(RECSYS_API_HOST),127.0.0.1)' --port 8000
 
-## Airflow UI on http://127.0.0.1:8080 (login printed by standalone), same metadata as the demo.
+## Airflow UI on http://127.0.0.1:8080, same metadata as the demo. Login from RECSYS_AIRFLOW_USER /
+## RECSYS_AIRFLOW_PASSWORD (admin / admin), printed every start; Ctrl-C stops every component.
 ## This machine only (pipeline/airflow_env.py sets AIRFLOW__API__HOST=127.0.0.1 unless it is set)
 airflow-ui: $(STAMP)
 	$(BIN)/python -m pipeline.airflow_env $(BIN)/airflow standalone

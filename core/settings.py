@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     admin_token: str = Field("", repr=False)
     # Bearer token POST /events requires; empty leaves it open on a loopback bind only.
     events_token: str = Field("", repr=False)
+    # The local Airflow UI's login (`make airflow-ui`, the simple auth manager; an admin), the same
+    # every run. Change the password (RECSYS_AIRFLOW_PASSWORD) before exposing the UI beyond this machine.
+    airflow_user: str = "admin"
+    airflow_password: str = Field("admin", repr=False)
     # The address the API binds (uvicorn --host). A non-loopback bind refuses to start unless
     # both tokens are set.
     api_host: str = "127.0.0.1"

@@ -21,8 +21,9 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from pipeline.airflow_env import airflow_env
 from core.settings import Settings
+from pipeline.airflow_env import airflow_env
+from pipeline.run_dag import default_log_path
 
 
 def _say(title: str) -> None:
@@ -30,19 +31,20 @@ def _say(title: str) -> None:
 
 
 def run_dag_subprocess(settings: Settings, run_date: date, model: str, epochs: int) -> dict[str, Any]:
-    """Run the DAG in a child process so Airflow reads the embedded configuration at import."""
-    log_path = settings.home / "logs" / f"dag_{run_date.isoformat()}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    """Run the DAG in a child process so Airflow reads the embedded configuration at import.
+
+    The child writes its whole output to ``log_path`` (``pipeline.run_dag --log``) and each task's
+    log where Airflow's UI reads it; the console keeps the summary only.
+    """
+    log_path = default_log_path(settings, run_date)
     cmd = [sys.executable, "-m", "pipeline.run_dag", "--date", run_date.isoformat(),
-           "--model", model, "--epochs", str(epochs)]
-    with log_path.open("w") as log_file:
-        proc = subprocess.run(cmd, env=airflow_env(settings), stdout=subprocess.PIPE,
-                              stderr=log_file, text=True)
-    log_path.with_suffix(".stdout").write_text(proc.stdout)
+           "--model", model, "--epochs", str(epochs), "--log", str(log_path)]
+    proc = subprocess.run(cmd, env=airflow_env(settings), capture_output=True, text=True)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("DAG_RUN_RESULT "):
             return json.loads(line.removeprefix("DAG_RUN_RESULT ")) | {"log": str(log_path)}
-    raise RuntimeError(f"the DAG run printed no result (exit {proc.returncode}); see {log_path}")
+    tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+    raise RuntimeError(f"the DAG run printed no result (exit {proc.returncode}); its output: {log_path}\n{tail}")
 
 
 def migrate_airflow(settings: Settings) -> None:
@@ -63,9 +65,16 @@ def print_run(settings: Settings, result: dict[str, Any]) -> None:
     import duckdb
 
     run_date = result["run_date"]
-    print(f"DAG run {result['state']} ({result['log']})")
+    print(f"DAG run {result['state']} (run {result['run_id']}; whole output: {result['log']})")
+    task_logs = result.get("task_logs") or {}
     for task_id, state in result["tasks"].items():
         print(f"  {task_id:<22} {state}")
+        if state == "failed":
+            print(f"    last error: {(result.get('errors') or {}).get(task_id)}")
+            print(f"    task log:   {task_logs.get(task_id, 'none (the task never started)')}")
+    if task_logs:
+        folder = Path(next(iter(task_logs.values()))).parents[1]
+        print(f"task logs (also in the Airflow UI, `make airflow-ui`): {folder}/task_id=*/")
     rec_path = settings.reconciliation_dir / f"{run_date}.json"
     if rec_path.exists():
         rec = json.loads(rec_path.read_text())
@@ -158,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_dag_subprocess(settings, last_day, args.model, args.epochs)
     print_run(settings, result)
     if result["state"] != "success":
-        print("the nightly run failed; see the log above")
+        print("the nightly run failed: see the failed task's log above")
         return 1
 
     _say("recommendations from the API (FastAPI app, Feast online store, MLflow champion)")
@@ -181,9 +190,10 @@ def main(argv: list[str] | None = None) -> int:
 
     excluded = corrupt_day.isoformat() in excluded_arrival_dates(settings)
     print(f"{corrupt_day} {'rejected: its rows are out of the session tables' if excluded else 'NOT rejected: this is a bug'}"
-          f" until `python -m quality.admission readmit {corrupt_day} --reason ...`")
+          f" until `recsys admission readmit {corrupt_day} --reason ...`")
 
-    _say(f"done in {time.monotonic() - started:.0f} s. Next: `make api`, `make airflow-ui` (README)")
+    _say(f"done in {time.monotonic() - started:.0f} s. Next: `make api`, `make airflow-ui` (README; "
+         "login from RECSYS_AIRFLOW_USER / RECSYS_AIRFLOW_PASSWORD)")
     return 0 if bad["tasks"].get("check_quality") == "failed" and before == after and excluded else 1
 
 

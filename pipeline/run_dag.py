@@ -8,10 +8,13 @@ environment (see :mod:`pipeline.airflow_env`; run ``airflow db migrate`` first).
     python -m pipeline.run_dag --date 2026-11-20 --model sasrec --epochs 20 --protocol session
     python -m pipeline.run_dag --date 2026-11-20 --readmit "duplicates were a client retry; checked"
 
-Everything the run prints (Airflow's and every task's log lines) is also written to a log file,
+Each task's log is written where Airflow's UI reads it (``$AIRFLOW_HOME/logs/dag_id=.../run_id=.../
+task_id=.../attempt=N.log``, see :mod:`pipeline.task_log_files`). Everything the run prints
+(Airflow's, every task's, Spark's) is also written to a log file,
 ``$RECSYS_HOME/logs/run_dag/<dag>_<date>_<started>.log`` (``--log`` to choose). Exit status 0
-when the DAG run succeeded; 1 when it failed, after printing the failed tasks with their alert
-records (``$RECSYS_HOME/alerts/<date>.jsonl``) and the log's path to stderr; 2 for a user error
+when the DAG run succeeded; 1 when it failed, after printing to stderr the failed tasks with
+their alert records (``$RECSYS_HOME/alerts/<date>.jsonl``), last error lines and task logs (the
+files that hold the errors), and the run log's path; 2 for a user error
 (one ``error:`` line, e.g. an Airflow database that was never migrated). The last line of
 stdout is always ``DAG_RUN_RESULT {json}`` once the run has ended.
 """
@@ -41,9 +44,13 @@ def run_nightly(run_date: date, model: str = "auto", epochs: int = 20, **params:
 
     Returns whatever the run's outcome (a failed run is a result, not an exception):
     ``failed_tasks`` lists the tasks that failed themselves (not ``upstream_failed``) and
-    ``alerts`` the alert records this run appended (traceback left out; it stays in the file).
+    ``alerts`` the alert records this run appended (traceback left out; it stays in the file),
+    ``task_logs`` each task's Airflow log file (written where the UI reads it, see
+    :mod:`pipeline.task_log_files`) and ``errors`` the last error line of each failed task's log.
     """
     from airflow.dag_processing.dagbag import DagBag
+
+    from pipeline.task_log_files import last_error_line, task_log_files
 
     dagbag = DagBag(dag_folder=str(REPO_ROOT / "dags"))
     if dagbag.import_errors:
@@ -54,12 +61,13 @@ def run_nightly(run_date: date, model: str = "auto", epochs: int = 20, **params:
         conf = {"protocol": "settings", "test_days": 0, "val_days": 0, "exclude_seen": "settings",
                 "readmit": False, "readmit_reason": ""}
         conf |= {k: v for k, v in params.items() if v is not None}
-        dag_run = dag.test(run_conf=conf | {"date": run_date.isoformat(), "model": model, "epochs": epochs})
+        with task_log_files() as task_logs:
+            dag_run = dag.test(run_conf=conf | {"date": run_date.isoformat(), "model": model, "epochs": epochs})
     except Exception as exc:
         if "no such table" in str(exc):
             raise UserError(
                 "the Airflow metadata database has no tables",
-                fix="run `python -m pipeline.airflow_env airflow db migrate` first",
+                fix="run `recsys airflow migrate` first",
             ) from exc
         raise
     states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
@@ -72,7 +80,11 @@ def run_nightly(run_date: date, model: str = "auto", epochs: int = 20, **params:
         "state": str(dag_run.state),
         "tasks": tasks,
         "failed_tasks": [task_id for task_id, state in tasks.items() if state == "failed"],
+        # Each task's Airflow log (what the UI shows): tasks that never ran have none.
+        "task_logs": {task_id: str(task_logs[task_id]) for task_id in tasks if task_id in task_logs},
     }
+    result["errors"] = {task_id: last_error_line(Path(result["task_logs"][task_id]))
+                        for task_id in result["failed_tasks"] if task_id in result["task_logs"]}
     if result["state"] != "success":
         path, alerts = run_alerts(Settings.from_env(), run_date, dag_run.run_id)
         result["alerts_path"] = str(path)
@@ -98,14 +110,20 @@ def run_alerts(settings: Settings, run_date: date, run_id: str) -> tuple[Path, l
 
 
 def failure_lines(result: dict[str, Any], log_path: Path | None) -> list[str]:
-    """What a person needs first about a failed run: which tasks, why (the alert) and where the log is."""
+    """What a person needs first about a failed run: which tasks, why (the alert, the last error
+    line) and the file that holds the error (the failed task's Airflow log)."""
     lines = [f"DAG run failed: {result['dag_id']} for {result['run_date']} "
              f"(run {result.get('run_id')}, state {result['state']})"]
     alerts = {record.get("task_id"): record for record in result.get("alerts", [])}
+    task_logs, errors = result.get("task_logs") or {}, result.get("errors") or {}
     for task_id in result.get("failed_tasks") or [t for t, s in result["tasks"].items() if s in FAILED_STATES]:
         record = alerts.get(task_id)
         why = f": {record.get('exception_type')}: {record.get('exception')}" if record else ""
         lines.append(f"  failed task: {task_id}{why}")
+        if errors.get(task_id):
+            lines.append(f"    last error: {errors[task_id]}")
+        if task_logs.get(task_id):
+            lines.append(f"    task log (the error, as the Airflow UI shows it): {task_logs[task_id]}")
     skipped = [t for t, s in result["tasks"].items() if s == "upstream_failed"]
     if skipped:
         lines.append(f"  not run (upstream failed): {', '.join(skipped)}")
@@ -115,7 +133,7 @@ def failure_lines(result: dict[str, Any], log_path: Path | None) -> list[str]:
     else:
         lines.append(f"  no alert record of this run in {result.get('alerts_path')}")
     if log_path is not None:
-        lines.append(f"  log with the error: {log_path}")
+        lines.append(f"  the run's whole output (Spark's too): {log_path}")
     return lines
 
 

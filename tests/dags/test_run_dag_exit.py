@@ -1,5 +1,6 @@
 """``python -m pipeline.run_dag``: a failed DAG run exits non-zero and says which task failed, its
-alert record and the log holding the error; a user error is one line with exit status 2.
+alert record, its last error line and its Airflow task log (the file holding the error, read back
+through Airflow's log reader as the UI does); a user error is one line with exit status 2.
 
 The command runs in a child process (Airflow reads its configuration at first import) on a fresh
 metadata database under ``tmp_path``.
@@ -36,12 +37,37 @@ def _run_dag(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     )
 
 
+READ_TASK_LOG = """
+import sys
+from airflow.models.taskinstance import TaskInstance
+from airflow.utils.log.log_reader import TaskLogReader
+from airflow.utils.session import create_session
+
+with create_session() as session:
+    ti = session.query(TaskInstance).filter_by(run_id=sys.argv[1], task_id=sys.argv[2]).one()
+    chunks, _ = TaskLogReader().read_log_chunks(ti, ti.try_number, {})
+    for record in chunks:
+        fields = record.model_dump(exclude_none=True)
+        extra = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("event", "timestamp"))
+        print(fields.get("event"), extra)
+"""
+
+
+def _read_task_log(env: dict[str, str], run_id: str, task_id: str) -> str:
+    """A task's log through Airflow's own log reader (what the UI and the REST API serve)."""
+    proc = subprocess.run([sys.executable, "-c", READ_TASK_LOG, run_id, task_id], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Log file not found" not in proc.stdout and "Could not read served logs" not in proc.stdout
+    return proc.stdout
+
+
 def test_an_unmigrated_airflow_database_is_one_line(tmp_path: Path) -> None:
     proc = _run_dag(_env(tmp_path / "home"), "--model", "popularity")
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines() == [
         "error: the Airflow metadata database has no tables "
-        "(fix: run `python -m pipeline.airflow_env airflow db migrate` first)"
+        "(fix: run `recsys airflow migrate` first)"
     ]
 
 
@@ -80,7 +106,21 @@ def test_a_failed_run_exits_non_zero_with_task_alert_and_log(tmp_path: Path) -> 
     assert stderr[0].startswith(f"DAG run failed: nightly_recsys for {RUN_DATE}")
     assert f"  failed task: ingest_events: MissingArrivalDay: raw folder of the arrival day not found: {missing}" in stderr
     assert any(line.startswith(f"  alert record ({alerts}): ") and result["run_id"] in line for line in stderr)
-    assert f"  log with the error: {log_path}" in stderr
+    # The failed task's Airflow log, where the UI reads it, and its last error line.
+    task_log = (home / "airflow" / "logs" / "dag_id=nightly_recsys" / f"run_id={result['run_id']}"
+                / "task_id=ingest_events" / "attempt=1.log")
+    assert result["task_logs"]["ingest_events"] == str(task_log)
+    assert "build_sessions" not in result["task_logs"]  # never ran: no log
+    error = result["errors"]["ingest_events"]
+    assert f"MissingArrivalDay: raw folder of the arrival day not found: {missing}" in error
+    assert f"    last error: {error}" in stderr
+    assert f"    task log (the error, as the Airflow UI shows it): {task_log}" in stderr
+    assert f"  the run's whole output (Spark's too): {log_path}" in stderr
+    # Read back as the UI's log reader does: the stage's structured lines and the error.
+    shown = _read_task_log(env, result["run_id"], "ingest_events")
+    assert "stage started" in shown and "stage=ingest_events" in shown and f"run_id={result['run_id']}" in shown
+    assert "Task failed with exception" in shown and "MissingArrivalDay" in shown
+    assert "Done. Returned value was: 2026-11-20" in _read_task_log(env, result["run_id"], "resolve_run_date")
     # The log holds the task's error (its traceback included) and everything else the run printed.
     assert log_path.parent == home / "logs" / "run_dag"
     text = log_path.read_text()
