@@ -7,9 +7,12 @@ stages left on disk and in MLflow, so it can also be rebuilt for any past date:
 
 Sections: data volumes and quarantine share per arrival day (reconciliation records), the
 quality gate's results with a link to the Great Expectations Data Docs, the dbt docs, the
-candidate's training curves (MLflow metric history), candidate vs champion vs popularity over
-time (promotion decisions), the night's decision with its reasons, sample recommendations of the
-champion for a few users next to their recent items, and the DAG run's task states and alerts.
+distributions of the data trained on (``pipeline.report_distributions``), the candidate's
+training curves (MLflow metric history), the metrics table of candidate, re-scored champion,
+popularity baseline and auto-tried models (``pipeline.report_metrics``), candidate vs champion vs
+popularity over time (promotion decisions), the night's decision with its checks, sample
+recommendations of the champion for a few users next to their recent items, each with its
+training-popularity rank, and the DAG run's task states and alerts.
 This module collects the data (``report.json`` beside the page keeps it); ``pipeline.report_page``
 renders it through Jinja2 templates and ``pipeline.report_charts`` draws its charts with
 matplotlib, inlined as static SVG: the page has no script and fetches nothing.
@@ -26,10 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from core.settings import Settings
+from pipeline.report_distributions import distributions
+from pipeline.report_metrics import metrics_table
 from pipeline.report_page import render
 from registry.promotion import METRIC
 
 log = logging.getLogger(__name__)
+
+# The DAG task that writes this report: its state is unknown while it runs, so the page lists it
+# as "this report" rather than as the "running" Airflow reports.
+REPORT_TASK = "write_nightly_report"
 
 
 def report_dir(settings: Settings, run_date: date) -> Path:
@@ -109,6 +118,7 @@ def training_curves(settings: Settings, run_date: date) -> dict[str, Any] | None
             curves[label] = [(int(m.step), float(m.value)) for m in sorted(history, key=lambda m: m.step)]
         return {
             "run_id": run.info.run_id,
+            "run_date": run_date.isoformat(),
             "run_name": run.info.run_name,
             "model_name": run.data.tags.get("model_name"),
             "curves": curves,
@@ -120,7 +130,8 @@ def training_curves(settings: Settings, run_date: date) -> dict[str, Any] | None
 
 
 def sample_recommendations(settings: Settings, run_date: date, n_users: int = 5, k: int = 10) -> list[dict]:
-    """The champion's top-k for the ``n_users`` most active users (offline last-K items)."""
+    """The champion's top-k for the ``n_users`` most active users (offline last-K items), each
+    recommended item with its rank in the champion's training-popularity list (None beyond it)."""
     if not settings.warehouse_path.exists() or settings.dbt_target != "duckdb":
         return []
     try:
@@ -139,12 +150,15 @@ def sample_recommendations(settings: Settings, run_date: date, n_users: int = 5,
             return [{"user_id": u, "recent": list(items or []), "recommended": [], "model_version": None}
                     for u, items in rows]
         model, version = champion
+        rank = {item: i for i, item in enumerate(model.popular_item_ids, start=1)}
         return [
             {
                 "user_id": user_id,
                 "recent": list(items or [])[-10:],
-                "recommended": [item for item, _ in model.recommend(list(items or []), k=k)],
+                "recommended": [{"item_id": item, "popularity_rank": rank.get(item)}
+                                for item, _ in model.recommend(list(items or []), k=k)],
                 "model_version": str(version),
+                "n_popular": len(model.popular_item_ids),
             }
             for user_id, items in rows
         ]
@@ -159,19 +173,24 @@ def collect(settings: Settings, run_date: date, *, run_id: str | None = None,
 
     verdicts = quality_verdicts(settings, run_date)
     history = decisions(settings, run_date)
+    decision = next((d for d in history if d["run_date"] == run_date.isoformat()), None)
+    training = training_curves(settings, run_date)
     dbt_index = (dbt_docs or settings.home / "dbt_docs") / "index.html"
     return {
         "run_date": run_date.isoformat(),
         "run_id": run_id,
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "task_states": task_states or {},
+        "task_states": {task: state for task, state in (task_states or {}).items() if task != REPORT_TASK},
+        "report_task": REPORT_TASK if task_states else None,
         "volumes": reconciliation_rows(settings, run_date),
         "verdict": next((v for v in verdicts if v["run_date"] == run_date.isoformat()), None),
         "verdicts": verdicts,
         "dbt_docs_index": str(dbt_index) if dbt_index.exists() else None,
-        "training": training_curves(settings, run_date),
+        "distributions": distributions(settings, run_date),
+        "training": training,
+        "metrics_table": metrics_table(settings, decision, training),
         "decisions": history,
-        "decision": next((d for d in history if d["run_date"] == run_date.isoformat()), None),
+        "decision": decision,
         "samples": sample_recommendations(settings, run_date),
         "alerts": [a for a in load_alerts(settings) if a.get("date") == run_date.isoformat()],
     }

@@ -13,7 +13,8 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from pipeline.report_charts import svg_line_chart, volume_chart
+from pipeline.report_charts import (event_type_chart, item_tail_chart, session_length_chart, svg_line_chart,
+                                    volume_chart)
 
 
 @functools.cache
@@ -22,7 +23,23 @@ def _environment() -> Environment:
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["file_uri"] = file_uri
     env.filters["thousands"] = lambda n: f"{n:,}"
+    env.filters["figure"] = figure
+    env.filters["delta"] = delta
+    env.filters["percent"] = lambda share: f"{100 * share:.1f}%"
     return env
+
+
+def figure(value: float | None) -> str:
+    """A metric in the table: four decimals, a dash when nothing was recorded."""
+    return "—" if value is None else f"{value:.4f}"
+
+
+def delta(value: dict[str, float | None] | None) -> str:
+    """A difference in the table: signed, with the relative change when the base is not 0."""
+    if value is None:
+        return "—"
+    rel = value.get("rel")
+    return f"{value['abs']:+.4f}" + ("" if rel is None else f" ({rel:+.1%})")
 
 
 def file_uri(path: str) -> str:
@@ -50,7 +67,11 @@ def charts(data: dict[str, Any], metric: str) -> dict[str, Any]:
                            ("popularity", "popularity"))
     }
     training = data["training"]
+    dist = data["distributions"] or {}
     return {
+        "session_lengths": Markup(session_length_chart(dist.get("session_lengths") or [])),
+        "item_tail": Markup(item_tail_chart((dist.get("item_tail") or {}).get("points") or [])),
+        "event_types": Markup(event_type_chart(dist.get("event_types") or [])),
         "volumes": Markup(volume_chart(data["volumes"])),
         "training": [Markup(svg_line_chart({name: points}, title=f"{name} per epoch", x_title="epoch",
                                            size=(5.0, 2.6)))

@@ -54,8 +54,8 @@ def test_good_night_is_reported(nights):
     assert good["tasks"]["write_nightly_report"] == "success", good
     page = settings.home / "reports" / RUN_DAY.isoformat() / "index.html"
     html = page.read_text()
-    for section in ('id="volumes"', 'id="quality"', 'id="training"', 'id="metrics"',
-                    'id="decision"', 'id="samples"'):
+    for section in ('id="volumes"', 'id="quality"', 'id="distributions"', 'id="training"', 'id="comparison"',
+                    'id="metrics"', 'id="decision"', 'id="samples"'):
         assert section in html, section
     data = json.loads((page.parent / "report.json").read_text())
     assert [v["arrival_date"] for v in data["volumes"]][-1] == RUN_DAY.isoformat()
@@ -66,8 +66,23 @@ def test_good_night_is_reported(nights):
     # popularity has no epochs: the run is found, its curves are empty (sasrec's are per epoch)
     assert data["training"]["model_name"] == "popularity" and "train_loss" in data["training"]["curves"]
     assert data["samples"] and all(s["recommended"] for s in data["samples"])
+    # 60 items, all in the champion's top-100 popularity list: every recommendation has a rank
+    assert all(isinstance(r["popularity_rank"], int) for s in data["samples"] for r in s["recommended"])
     assert data["task_states"].get("promote_candidate") == "success"
-    assert html.count("<svg") >= 2  # volumes, metrics over time (+ per-epoch curves for sasrec)
+    assert "write_nightly_report" not in data["task_states"] and data["report_task"] == "write_nightly_report"
+    # the metrics table: the candidate and the baseline on the test window, @10 and @20
+    table = data["metrics_table"]
+    rows = {row["label"]: row for row in table["rows"]}
+    assert {"candidate (popularity)", "popularity baseline"} <= set(rows)
+    for key in ("hr_at_10", "ndcg_at_10", "mrr_at_10", "hr_at_20", "ndcg_at_20", "mrr_at_20", "coverage_at_10"):
+        assert rows["candidate (popularity)"]["values"][key] is not None, key
+    assert rows["candidate (popularity)"]["values"]["popularity_bias_at_10"] is not None
+    assert table["deltas"][-1]["label"] == "candidate − popularity"
+    # the distributions of the warehouse's data
+    dist = data["distributions"]
+    assert dist["session_lengths"] and dist["item_tail"]["n_items"] == len(dist["item_tail"]["points"])
+    assert {kind for kind, _ in dist["event_types"]} and dist["session_summary"]["n_sessions"] > 0
+    assert html.count("<svg") >= 5  # volumes, 3 distributions, metrics over time (+ per-epoch curves)
 
 
 def test_gate_failure_fails_the_run_but_the_report_is_written(nights):

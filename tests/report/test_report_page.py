@@ -7,10 +7,13 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from datetime import date
+from pathlib import Path
 
 import pytest
 
+from core.settings import Settings
 from pipeline.report import main, write_report
+from pipeline.report_metrics import metrics_table
 from pipeline.report_charts import svg_line_chart, volume_chart
 from pipeline.report_page import render
 
@@ -34,28 +37,43 @@ def _decision(day: str, candidate: float, champion: float | None, promote: bool)
     return {"run_date": day, "promote": promote, "candidate_version": "4", "champion_version_before": "3",
             "champion_version_after": "4" if promote else "3",
             "reasons": "beats_champion: <b>not</b> significant" if not promote else "all checks passed",
-            "metrics": {"candidate": {"ndcg_at_10": candidate},
-                        "champion_rescored": None if champion is None else {"ndcg_at_10": champion},
-                        "popularity": {"ndcg_at_10": 0.05}},
+            "candidate_model_name": "sasrec", "candidate_run_id": "abc123",
+            "metrics": {"candidate": {"ndcg_at_10": candidate, "hr_at_20": 0.3, "n_examples": 400},
+                        "champion_rescored": None if champion is None else {"ndcg_at_10": champion, "hr_at_20": 0.25},
+                        "popularity": {"ndcg_at_10": 0.05, "hr_at_20": 0.2}},
             "split": {"protocol": "session", "protocol_reason": "users rarely return", "n_val_examples": 300,
                       "n_test_examples": 400, "exclude_seen": True, "exclude_seen_reason": "few repeats"},
             "checks": [{"name": "beats_champion", "passed": promote, "detail": "p=0.2 & <1"}]}
 
 
+DISTRIBUTIONS = {
+    "window": "everything up to 2026-10-03",
+    "session_lengths": [(1, 500), (2, 120), (3, 40), (7, 2)],
+    "session_summary": {"n_sessions": 662, "mean": 1.3, "median": 1, "p90": 2, "max": 7},
+    "item_tail": {"n_items": 60, "n_events": 1500, "points": [(1, 400), (2, 200), (10, 30), (60, 1)],
+                  "top_shares": [{"items_share": 0.01, "n_items": 1, "events_share": 0.2667}]},
+    "event_types": [("view", 1200), ("click", 250), ("purchase", 50)],
+}
+
+
 def _data(days: list[str]) -> dict:
     decisions = [_decision(d, 0.1 + i / 100, None if i == 0 else 0.11, i % 2 == 1) for i, d in enumerate(days)]
+    training = {"run_id": "abc123", "run_name": "r", "model_name": "sasrec", "run_date": days[-1],
+                "curves": {"train_loss": [(0, 2.5), (1, 1.9), (2, 1.5)], "val ndcg_at_10": [(0, 0.08)]},
+                "metrics": {"popularity_bias_at_10": 0.61}}
     return {
         "run_date": days[-1], "run_id": "scheduled__<x>", "generated_at": "2026-10-04T01:00:00+00:00",
         "task_states": {"ingest_events": "success", "check_quality": "failed"},
+        "report_task": "write_nightly_report",
         "volumes": [_volume(d, 1_234_567 * (i + 1), 1_234 * (i + 1)) for i, d in enumerate(days)],
         "verdict": _verdict(days[-1], False), "verdicts": [_verdict(d, True) for d in days[:-1]] + [_verdict(days[-1], False)],
-        "dbt_docs_index": None,
-        "training": {"run_id": "abc123", "run_name": "r", "model_name": "sasrec",
-                     "curves": {"train_loss": [(0, 2.5), (1, 1.9), (2, 1.5)], "val ndcg_at_10": [(0, 0.08)]},
-                     "metrics": {}},
+        "dbt_docs_index": None, "distributions": DISTRIBUTIONS, "training": training,
+        "metrics_table": metrics_table(Settings(home=Path("/nonexistent/recsys")), decisions[-1], training),
         "decisions": decisions, "decision": decisions[-1],
-        "samples": [{"user_id": "u<1>", "recent": ["i1", "i2"], "recommended": ["i3"], "model_version": "3"},
-                    {"user_id": "u2", "recent": ["i4"], "recommended": [], "model_version": "3"}],
+        "samples": [{"user_id": "u<1>", "recent": ["i1", "i2"], "recommended": [
+                        {"item_id": "i3", "popularity_rank": 3}, {"item_id": "i9", "popularity_rank": None}],
+                     "model_version": "3", "n_popular": 100},
+                    {"user_id": "u2", "recent": ["i4"], "recommended": [], "model_version": "3", "n_popular": 100}],
         "alerts": [{"task_id": "check_quality", "exception": "QualityGateFailed " + "x" * 1000,
                     "alerted_at": "2026-10-04T00:50:00"}],
     }
@@ -67,11 +85,15 @@ def _svgs(page: str) -> list[str]:
 
 def test_the_page_shows_every_section_and_escapes_what_it_quotes():
     page = render(_data(DAYS), metric="ndcg_at_10")
-    for anchor in ("volumes", "quality", "training", "metrics", "decision", "samples"):
+    for anchor in ("volumes", "quality", "distributions", "training", "comparison", "metrics", "decision",
+                   "samples"):
         assert f'id="{anchor}"' in page
     assert "<title>Nightly recsys report 2026-10-03</title>" in page
     assert "run_id <code>scheduled__&lt;x&gt;</code>" in page
     assert '<span class="state failed">failed</span>' in page and "<h3>Alerts</h3>" in page
+    # the report's own task is not "running": it is this report
+    assert "<td>write_nightly_report</td><td><span class=\"muted\">this report</span></td>" in page
+    assert "running" not in page
     assert "QualityGateFailed " + "x" * 582 + "</pre>" in page  # the first 600 characters
     # volumes: thousands separators, the share, the reasons in order
     assert "3,703,701" in page and "0.10%" in page and "bad_timestamp: 1, unknown_event_type: 3701" in page
@@ -84,15 +106,22 @@ def test_the_page_shows_every_section_and_escapes_what_it_quotes():
     # training, decision (with the evaluation summary), samples
     assert "Training — sasrec (MLflow run <code>abc123</code>)" in page
     assert "Reasons: beats_champion: &lt;b&gt;not&lt;/b&gt; significant" in page
+    assert "candidate v4 — champion before v3, after v3." in page
     assert "<b>session</b> protocol" in page and "300 validation and 400 test examples" in page
     assert "<td>p=0.2 &amp; &lt;1</td>" in page
     assert "Sample recommendations (champion v3)" in page and "<td>u&lt;1&gt;</td>" in page and "<td>—</td>" in page
+    assert 'i3 <span class="muted">(#3)</span>, i9 <span class="muted">(unranked)</span>' in page
+    assert "beyond the top 100" in page
+    # distributions: the summary line and the top items' share
+    text = " ".join(page.split())
+    assert ("everything up to 2026-10-03. 662 sessions: median 1 events, mean 1.3, 90th percentile 2, longest 7. "
+            "60 items share 1,500 events: the top 1.0% of items (1) hold 26.7% of them.") in text
 
 
 def test_charts_are_inline_svg_that_fetch_nothing():
     page = render(_data(DAYS), metric="ndcg_at_10")
     svgs = _svgs(page)
-    assert len(svgs) == 4  # volumes, two training curves, metrics over time
+    assert len(svgs) == 7  # volumes, three distributions, two training curves, metrics over time
     for svg in svgs:
         ET.fromstring(svg)
     assert not re.search(r'(src|href)="(https?:)?//', page)
@@ -125,9 +154,11 @@ def test_a_series_name_is_shown_as_written():
 
 def test_an_empty_night_is_reported_plainly():
     data = _data(DAYS) | {"volumes": [], "verdict": None, "verdicts": [], "training": None, "decisions": [],
-                          "decision": None, "samples": [], "alerts": [], "task_states": {}}
+                          "decision": None, "samples": [], "alerts": [], "task_states": {}, "report_task": None,
+                          "distributions": None, "metrics_table": None}
     page = render(data, metric="ndcg_at_10")
     assert "No quality verdict for this date" in page and "No training run for this date" in page
+    assert "No distributions" in page and "No candidate was trained for this date" in page
     assert "No promotion decision for this date" in page and "No champion or no users" in page
     assert "Rows per arrival day: no data." in page and "candidate vs champion vs popularity: no data." in page
     assert "<svg" not in page and "<h3>Alerts</h3>" not in page
@@ -154,5 +185,10 @@ def test_the_cli_writes_the_page_and_its_data(settings, monkeypatch, capsys):
     assert [v["arrival_date"] for v in data["volumes"]] == ["2026-10-02"]  # not the later day
     assert data["volumes"][0]["quarantine_share"] == pytest.approx(10 / 1500)
     assert "1,490" in page.read_text() and "PROMOTED" in page.read_text()
-    assert write_report(settings, day)["report_path"] == str(page)  # rewritten in place
+    assert write_report(settings, day, task_states={"check_quality": "success", "write_nightly_report": "running"}
+                        )["report_path"] == str(page)  # rewritten in place
+    # the report's own task is listed as this report, never as "running"
+    data = json.loads((page.parent / "report.json").read_text())
+    assert data["task_states"] == {"check_quality": "success"} and data["report_task"] == "write_nightly_report"
+    assert "running" not in page.read_text() and ">this report<" in page.read_text()
     assert sorted(p.name for p in page.parent.iterdir()) == ["index.html", "report.json"]  # no temp file left
