@@ -26,7 +26,7 @@ Processes one **arrival day** of raw interaction logs (by default yesterday's, o
 3. `check_quality` — Great Expectations suites; a failed critical expectation **fails the task**
    and nothing downstream runs (Data Docs under `$RECSYS_HOME/gx`). The day is recorded as
    **rejected** and the session tables are rebuilt without it first, so no later night trains on
-   it either, until a person re-admits it: `python -m quality.admission readmit <date> --reason
+   it either, until a person re-admits it: `recsys admission readmit <date> --reason
    "..."` (the next build brings it back), or trigger this DAG for that date with the Param
    `readmit` (and `readmit_reason`): its gate then reports the day's failures as warnings.
 4. `materialize_features` — Feast export + apply + materialize the run's interval to the online store.
@@ -101,7 +101,8 @@ Logs of every stage are structured (`key=value`, or JSON with `RECSYS_LOG_FORMAT
                         "reports the failures as warnings. No effect on a date that is not rejected.",
         ),
         "readmit_reason": Param(
-            "", type="string", title="Re-admission reason",
+            # Optional: a "string" Param with an empty default is required by the trigger form.
+            None, type=["null", "string"], title="Re-admission reason",
             description="What was checked (kept in $RECSYS_HOME/quality/admission.jsonl).",
         ),
     },

@@ -16,25 +16,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from datetime import date, timedelta
-from pathlib import Path
 
 import pytest
 
 from pipeline.airflow_env import airflow_env
-from core.settings import REPO_ROOT, Settings
+from core.settings import Settings
+from tests.ui.browser import CHROMIUM, airflow_bin, airflow_components, artifacts_dir, free_port, login, \
+    require_browser, shot
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
-CHROMIUM = os.environ.get("RECSYS_CHROMIUM", "/usr/bin/chromium")
 USER, PASSWORD = "admin", "ui-test-password"
 DAG_ID = "nightly_recsys"
 FIRST_DAY = date(2026, 9, 1)
@@ -43,47 +37,9 @@ RUN_DAY = FIRST_DAY + timedelta(days=HISTORY_DAYS)
 RUN_TIMEOUT_S = int(os.environ.get("RECSYS_UI_RUN_TIMEOUT", "600"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def artifacts_dir() -> Path:
-    return Path(os.environ.get("RECSYS_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts"))
-
-
-class Api:
-    """REST API v2 with a JWT from the simple auth manager's /auth/token."""
-
-    def __init__(self, base: str):
-        self.base = base
-        self.token: str | None = None
-
-    def _call(self, method: str, path: str, body: dict | None = None, auth: bool = True):
-        headers = {"Content-Type": "application/json"}
-        if auth:
-            if self.token is None:
-                self.token = self._call("POST", "/auth/token", {"username": USER, "password": PASSWORD},
-                                        auth=False)["access_token"]
-            headers["Authorization"] = f"Bearer {self.token}"
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base + path, data=data, headers=headers, method=method)
-        with urllib.request.urlopen(request, timeout=20) as response:
-            return json.load(response)
-
-    def get(self, path: str):
-        return self._call("GET", path)
-
-    def patch(self, path: str, body: dict):
-        return self._call("PATCH", path, body)
-
-
 @pytest.fixture(scope="module")
 def airflow_services(tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set RECSYS_CHROMIUM)")
-    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    require_browser()
     from ingest.generator import generate_logs
     from pipeline.stages import ingest_events_range
 
@@ -92,7 +48,7 @@ def airflow_services(tmp_path_factory):
     generate_logs(settings.raw_dir, FIRST_DAY, HISTORY_DAYS + 1, n_users=300, n_items=60, seed=5)
     ingest_events_range(settings, FIRST_DAY, RUN_DAY - timedelta(days=1))
 
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     airflow_home = home / "airflow"
     airflow_home.mkdir(parents=True, exist_ok=True)
@@ -115,52 +71,10 @@ def airflow_services(tmp_path_factory):
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "RECSYS_SPARK_MASTER": "local[2]",
     })
-    airflow = str(Path(sys.executable).with_name("airflow"))
-    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
-    procs = []
-    logs = []
-    for name, args in (("api-server", ["api-server", "--port", str(port)]),
-                       ("scheduler", ["scheduler"]), ("dag-processor", ["dag-processor"])):
-        log = open(home / f"{name}.log", "w")
-        logs.append(log)
-        # Own session: the whole component (its workers, task processes) stops with it.
-        procs.append(subprocess.Popen([airflow, *args], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True))
-    api = Api(base)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                api.get(f"/api/v2/dags/{DAG_ID}")
-                break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                    pytest.fail("Airflow did not come up:\n" + "\n".join(
-                        (home / f"{n}.log").read_text()[-3000:] for n in ("api-server", "scheduler", "dag-processor")))
-                time.sleep(2)
+    subprocess.run([airflow_bin(), "db", "migrate"], env=env, check=True, capture_output=True)
+    with airflow_components(env, port, home, ("api-server", "scheduler", "dag-processor"),
+                            f"/api/v2/dags/{DAG_ID}", USER, PASSWORD) as api:
         yield settings, base, api
-    finally:
-        for proc in procs:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        for log in logs:
-            log.close()
-
-
-def _shot(page, tmp_path: Path, name: str) -> Path:
-    path = tmp_path / name
-    page.screenshot(path=str(path), full_page=True)
-    out = artifacts_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copy(path, out / name)
-    return path
 
 
 def test_nightly_dag_in_the_ui(airflow_services, tmp_path):
@@ -173,12 +87,7 @@ def test_nightly_dag_in_the_ui(airflow_services, tmp_path):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
         try:
-            # Log in (simple auth manager, password from its passwords file)
-            page.goto(base + "/")
-            page.fill("input[name=username]", USER)
-            page.fill("input[name=password]", PASSWORD)
-            page.locator("button[type=submit]").click()
-            page.wait_for_url(lambda url: "/auth/login" not in url)
+            login(page, base, USER, PASSWORD)
 
             # The DAG's page: owner, tags, doc
             page.goto(f"{base}/dags/{DAG_ID}")
@@ -189,7 +98,7 @@ def test_nightly_dag_in_the_ui(airflow_services, tmp_path):
             docs = page.get_by_role("dialog")
             expect(docs.get_by_text("Nightly recommender pipeline")).to_be_visible()
             expect(docs.get_by_text("write_nightly_report").first).to_be_visible()
-            _shot(page, tmp_path, "ui-dag-docs.png")
+            shot(page, "ui-dag-docs.png", tmp_path)
             page.keyboard.press("Escape")
             expect(docs).to_be_hidden()
 
@@ -197,21 +106,30 @@ def test_nightly_dag_in_the_ui(airflow_services, tmp_path):
             page.get_by_role("button", name="Trigger Dag").click()
             form = page.get_by_role("dialog")
             for text in ("Arrival date", "Arrival day to process (YYYY-MM-DD)", "Model",
-                         "Candidate model to train.", "Epochs", "Maximum training epochs"):
+                         "Candidate model to train", "Epochs", "Maximum training epochs"):
                 expect(form.get_by_text(text).first).to_be_visible()
             form.locator("#element_date").fill(RUN_DAY.isoformat())
-            form.get_by_role("combobox").last.click()
+            # The first choice field is the model (Params in the DAG's order; the run conf checks it).
+            form.get_by_role("combobox").first.click()
             page.get_by_role("option", name="popularity").click()
             form.locator("input[name=element_epochs]").fill("1")
-            _shot(page, tmp_path, "ui-trigger-form.png")
-            form.get_by_role("button", name="Trigger", exact=True).click()
+            shot(page, "ui-trigger-form.png", tmp_path)
+            submit = form.get_by_role("button", name="Trigger", exact=True)
+            # Disabled while a Param is invalid: the failure shows the form (and its error) then.
+            try:
+                expect(submit).to_be_enabled(timeout=15_000)
+            except AssertionError:
+                shot(page, "ui-trigger-form-refused.png", tmp_path)
+                pytest.fail("the trigger form refuses its values:\n" + form.inner_text())
+            submit.click()
             page.wait_for_url(lambda url: "/runs/" in url)
             run_id = page.url.split("/runs/", 1)[1].split("/")[0].split("?")[0]
             from urllib.parse import unquote
 
             run_id = unquote(run_id)
             run = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
-            assert run["conf"] == {"date": RUN_DAY.isoformat(), "model": "popularity", "epochs": 1}
+            chosen = {key: run["conf"].get(key) for key in ("date", "model", "epochs")}
+            assert chosen == {"date": RUN_DAY.isoformat(), "model": "popularity", "epochs": 1}, run["conf"]
             # A freshly parsed DAG is paused: the form's "unpause on trigger" is the default;
             # make sure whatever the default.
             api.patch(f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
@@ -226,7 +144,7 @@ def test_nightly_dag_in_the_ui(airflow_services, tmp_path):
             page.goto(f"{base}/dags/{DAG_ID}/runs/{run_id}")
             expect(page.get_by_text("promote_candidate").first).to_be_visible()
             page.wait_for_timeout(1500)
-            _shot(page, tmp_path, "ui-nightly-run.png")
+            shot(page, "ui-nightly-run.png", tmp_path)
         finally:
             browser.close()
 
