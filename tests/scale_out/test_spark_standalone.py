@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+
+from tests.process_groups import stop_process_groups
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
@@ -107,16 +108,7 @@ def spark_cluster(tmp_path_factory):
             time.sleep(1)
         yield master_url, f"http://127.0.0.1:{master_ui}/json/"
     finally:
-        for proc in procs[::-1]:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_groups(procs[::-1], timeout_s=15)
         for log in logs:
             log.close()
 

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+from tests.process_groups import stop_process_groups
 
 from core.settings import REPO_ROOT
 
@@ -163,16 +164,6 @@ def airflow_components(env: dict[str, str], port: int, workdir: Path, components
                 time.sleep(2)
         yield api
     finally:
-        for proc in procs:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_process_groups(procs, timeout_s=20)
         for log in logs:
             log.close()
