@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from benchmarks import common
+from benchmarks.seed_rows import SEED_FIGURES, seed_label, seed_summaries, split_seed_label
 
 NAME = "amazon_loo"
 MODULE = "benchmarks.amazon_loo"
@@ -40,19 +42,33 @@ RECIPE: dict[str, Any] = {  # the TrainConfig overrides every sequence model bel
     "eval_every": 1, "length_buckets": 32, "loss": "full",
 }
 SASREC = {"d_model": 64, "n_layers": 2, "n_heads": 1, "dropout": 0.3}
+TIGER_CPU = {"d_model": 64, "n_heads": 2, "n_layers": 2, "n_decoder_layers": 2, "dropout": 0.1, "max_items": 20,
+             "beam_size": 20, "codebook_size": 256, "levels": 3, "collision_codes": 128}
 # The other sequence models on SASRec's budget and loss, so the table compares architectures.
+# The default recipe (issue 22): the hybrid of SASRec with item side information and co-visitation,
+# the same settings for every data set; its blend weight is chosen on validation by the loop.
+DEFAULT_RECIPE = "hybrid"
 MODELS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "popularity": ("popularity", {}, {}),
-    "sasrec": ("sasrec", SASREC, RECIPE),
+    "hybrid": ("hybrid", SASREC, RECIPE),
+    "sasrec-side": ("sasrec", SASREC, RECIPE),  # SASRec with the item attributes
+    "sasrec": ("sasrec", SASREC | {"n_attributes": 0}, RECIPE),  # ID embeddings only
     "sasrec-sampled": ("sasrec", SASREC, RECIPE | {"loss": "sampled", "n_negatives": 256}),
     "hstu": ("hstu", SASREC, RECIPE),
     "gru4rec": ("gru4rec", {"d_model": 64, "n_layers": 1, "dropout": 0.3}, RECIPE),
     "bert4rec": ("bert4rec", {"d_model": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.3, "mask_prob": 0.2},
                  RECIPE | {"mask_last_prob": 0.1}),
+    # TIGER-style generative retrieval (training.models.tiger): reduced to SASRec's width so that it
+    # trains on 2 CPU cores within the time cap; "tiger-full" is the paper's size (4 + 4 layers,
+    # d_model 128, the nearest our blocks come to its T5) for a GPU.
+    "tiger": ("tiger", TIGER_CPU, RECIPE | {"lr": 3e-3}),
+    "tiger-full": ("tiger", TIGER_CPU | {"d_model": 128, "n_heads": 4, "n_layers": 4, "n_decoder_layers": 4},
+                   RECIPE | {"lr": 3e-3, "batch_size": 256}),
 }
 
 # The README's published full-ranking numbers (../shared/data/README.md), by (dataset, model).
 SOURCE = "eSASRec paper (RecSys'25) table"
+TIGER_SOURCE = "TIGER paper (Rajput et al., NeurIPS 2023), sequential recommendation table: TIGER"
 PUBLISHED: dict[tuple[str, str], tuple[float, float, str]] = {
     ("Beauty", "sasrec"): (0.0921, 0.0531, f"{SOURCE}: SASRec + sampled softmax (re-run)"),
     ("Beauty", "sasrec-sampled"): (0.0921, 0.0531, f"{SOURCE}: SASRec + sampled softmax (re-run)"),
@@ -61,6 +77,11 @@ PUBLISHED: dict[tuple[str, str], tuple[float, float, str]] = {
     ("Sports_and_Outdoors", "sasrec"): (0.0569, 0.0314, f"{SOURCE}: SASRec + sampled softmax (re-run)"),
     ("Sports_and_Outdoors", "sasrec-sampled"): (0.0569, 0.0314, f"{SOURCE}: SASRec + sampled softmax (re-run)"),
     ("Sports_and_Outdoors", "hstu"): (0.0437, 0.0243, f"{SOURCE}: HSTU (re-run)"),
+    # TIGER's own table: Recall@10 (= HR@10 with one target per user) and NDCG@10.
+    ("Beauty", "tiger"): (0.0648, 0.0384, TIGER_SOURCE),
+    ("Beauty", "tiger-full"): (0.0648, 0.0384, TIGER_SOURCE),
+    ("Sports_and_Outdoors", "tiger"): (0.0400, 0.0225, TIGER_SOURCE),
+    ("Sports_and_Outdoors", "tiger-full"): (0.0400, 0.0225, TIGER_SOURCE),
 }
 
 FIGURES = (  # (metric, unit) recorded per model
@@ -69,7 +90,6 @@ FIGURES = (  # (metric, unit) recorded per model
     ("best_epoch", "epoch"), ("epochs_run", "epoch"), ("val_ndcg_at_10", "ratio"),
     ("seconds_to_best_epoch", "s"),
 )
-
 
 # RecBole's SASRec (--recbole-python): its figures (sequences/s counts our training windows, a unit
 # RecBole has not) and the ratio records of each project SASRec against it: (metric, figure divided).
@@ -150,6 +170,28 @@ def run_model(name: str, split, *, epochs: int | None, max_minutes: float | None
             "seconds_to_best_epoch": seconds_to_best_epoch(result.history, result.best_epoch),
             "stopped_by": result.stopped_by, "device": result.device, "train_config": dataclasses.asdict(tc),
             "model_config": model_config}
+
+
+def merged_seed_summaries(incoming: Sequence[dict[str, Any]], merged: Sequence[dict[str, Any]],
+                          command: str) -> list[dict[str, Any]]:
+    """The seed-mean records of every (dataset, model) that ``incoming`` brought seed rows of,
+    over all its seed rows in ``merged``; hardware and date of the newest seed row."""
+    out = []
+    for dataset in dict.fromkeys(r["dataset"] for r in incoming):
+        rows = common.by_key(merged, "dataset", "model")
+        fresh = [rows[dataset, model] | {"model": model}
+                 for model in dict.fromkeys(r["model"] for r in incoming if r["dataset"] == dataset)]
+        newest = max((r for r in merged if r["dataset"] == dataset and split_seed_label(r["model"])[1] is not None),
+                     key=lambda r: r["date"], default=None)
+        for row in seed_summaries(fresh, merged, dataset) if newest else []:
+            pub = published(dataset.removeprefix("amazon-"), row["model"])
+            for metric, unit in FIGURES + SEED_FIGURES:
+                if row.get(metric) is not None:
+                    out.append(common.record(metric, row[metric], unit, dataset=dataset, model=row["model"],
+                                             baseline=pub[2] if pub else None, command=command,
+                                             hardware=newest["hardware"], date=newest["date"])
+                               | ({"value": round(float(row[metric]), 5)} if unit == "ratio" else {}))
+    return out
 
 
 def seconds_to_best_epoch(history: Sequence[dict[str, Any]], best_epoch: int) -> float | None:
@@ -236,6 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, help="training time cap per model")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seeds", help="comma-separated seeds: one row per seed (model[seed=N]); the model's "
+                                        "row then holds the mean over every seed row in --results (runs of "
+                                        "other seeds included), with the spread in *_seed_min/max")
     parser.add_argument("--file", type=Path, help="read this file instead of the shared data set")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="GPU runs: amazon_loo_gpu.json")
     parser.add_argument("--no-docs", action="store_true", help="ignored (docs: benchmarks.report_docs)")
@@ -250,15 +295,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--recbole-python", type=Path, default=None, metavar="PATH",
                         help="python of an environment with RecBole: also run RecBole's SASRec")
     args = parser.parse_args(argv)
-    if args.merge:  # runs made on another machine (the GPU one), whose results file came back
-        merged = common.update_results(args.results, [r for path in args.merge for r in common.read_results(path)],
-                                       key=("dataset", "model"))
-        print(f"{args.results}: {len(merged)} records after merging {len(args.merge)} file(s)")
+    if args.merge:  # runs made elsewhere (the GPU machine, one process per seed) whose results came back
+        incoming = [r for path in args.merge for r in common.read_results(path)]
+        merged = common.update_results(args.results, incoming, key=("dataset", "model"))
+        summaries = merged_seed_summaries(incoming, merged, common.command_line(MODULE, argv))
+        merged = common.update_results(args.results, summaries, key=("dataset", "model"))
+        print(f"{args.results}: {len(merged)} records after merging {len(args.merge)} file(s)"
+              f"{f', {len(summaries)} seed-mean records' if summaries else ''}")
         return 0
     import torch
 
     from training.devices import resolve_device
-    from training.loo import load_loo_split
+
+    # The loop's per-epoch lines and the hybrid's calibration go to the output as the run goes.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("training").setLevel(logging.INFO)
+    from training.loo import attributes_file, load_loo_split
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -267,7 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = args.file or DATA_DIR / f"{dataset}.txt"
     if not path.exists():
         raise SystemExit(f"no data file at {path} (the public data sets live in ../shared/data)")
-    split = load_loo_split(path, max_len=MAX_LEN)
+    attributes = attributes_file(path)
+    split = load_loo_split(path, max_len=MAX_LEN, attributes=attributes if attributes.exists() else None)
     split.dataset = dataset
     work_dir = args.work_dir or common.default_work_dir(NAME)
     command = common.command_line(MODULE, argv)
@@ -277,14 +330,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{dataset}: {split.info()}", flush=True)
 
     outcomes, progress = [], False if args.no_progress else (True if args.progress else None)
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        started = time.monotonic()
-        out = run_model(name, split, epochs=args.epochs, max_minutes=args.max_minutes, device=args.device,
-                        seed=args.seed, work_dir=work_dir, progress=progress, config_overrides=config_overrides)
-        print(f"{out['model']}: test NDCG@10 {out['ndcg_at_10']:.4f} HR@10 {out['hr_at_10']:.4f} "
-              f"(best epoch {out['best_epoch']}/{out['epochs_run']}, {out['stopped_by'] or 'no training'}, "
-              f"{time.monotonic() - started:.0f} s)", flush=True)
-        outcomes.append(out)
+        runs = []
+        for seed in seeds:
+            started = time.monotonic()
+            out = run_model(name, split, epochs=args.epochs, max_minutes=args.max_minutes, device=args.device,
+                            seed=seed, work_dir=work_dir / f"seed{seed}", progress=progress,
+                            config_overrides=config_overrides)
+            if args.seeds:
+                out["model"] = seed_label(out["model"], seed)
+            print(f"{out['model']}: test NDCG@10 {out['ndcg_at_10']:.4f} HR@10 {out['hr_at_10']:.4f} "
+                  f"(best epoch {out['best_epoch']}/{out['epochs_run']}, {out['stopped_by'] or 'no training'}, "
+                  f"{time.monotonic() - started:.0f} s)", flush=True)
+            runs.append(out)
+        outcomes += runs
     recbole = None
     if args.recbole_python:
         recbole = run_recbole(args.recbole_python, path, epochs=args.epochs, max_minutes=args.max_minutes,
@@ -302,10 +362,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             item["value"] = exact(value)  # record() keeps 3 decimals: too coarse here
         records.append(item)
 
+    if args.seeds:  # the mean row over every seed measured so far, this run's and earlier ones'
+        outcomes += seed_summaries(outcomes, common.read_results(args.results), f"amazon-{dataset}")
     for out in outcomes:
         pub = published(dataset, out["model"])
-        for metric, unit in FIGURES:
-            add(metric, out[metric], unit, out["model"], pub[2] if pub else None)
+        for metric, unit in FIGURES + SEED_FIGURES:
+            if metric in out:
+                add(metric, out[metric], unit, out["model"], pub[2] if pub else None)
     if recbole is not None:
         hw = {**hardware, "torch": recbole.get("torch_version"), "recbole": recbole.get("recbole_version")}
         for metric, unit in RECBOLE_FIGURES:

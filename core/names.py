@@ -12,7 +12,8 @@ EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
 
 # The models the zoo has (``training.models.MODELS`` checks it holds exactly these), and what the
 # DAG's ``model`` Param offers besides them.
-MODEL_NAMES = ("sasrec", "bert4rec", "gru4rec", "hstu", "popularity", "covisitation", "sknn", "repeat")
+MODEL_NAMES = ("sasrec", "bert4rec", "gru4rec", "hstu", "popularity", "covisitation", "sknn", "repeat", "hybrid",
+               "tiger")
 AUTO_MODEL = "auto"
 
 # Quarantine reasons, machine-readable.

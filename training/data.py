@@ -23,7 +23,7 @@ from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Iterable, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
 
 from core.settings import Settings
 
@@ -114,6 +114,8 @@ class TemporalSplit:
     # why the protocol and this rule were chosen (training.protocol fills both).
     exclude_seen: bool = True
     plan: dict = field(default_factory=dict)
+    # The lake's item table aligned with ``vocab`` (training.item_side.ItemAttributes), or None.
+    item_attributes: Any = None
 
     def info(self) -> dict:
         """JSON-friendly description, stored in checkpoints and MLflow runs."""
@@ -346,5 +348,7 @@ class Split(Protocol):
     train_item_counts: Counter  # vocabulary index -> training interactions
     as_of: str | None
     exclude_seen: bool  # the input's items are not ranked (evaluation and serving alike)
+    # Optional: ``item_attributes`` (training.item_side.ItemAttributes or None), read with getattr
+    # by the models that use side information.
 
     def info(self) -> dict: ...

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Sequence
 
 from training.data import EvalExample, ItemVocabulary
+from training.item_side import ItemAttributes, read_item_attributes_json
 
 MIN_ITEMS = 3  # a user needs a training item, a validation target and a test target
 
@@ -52,6 +53,7 @@ class LeaveOneOutSplit:
     train_item_counts: Counter = field(default_factory=Counter)  # vocab index -> interactions
     as_of: str | None = None  # no run date: the protocol is not temporal
     exclude_seen: bool = True  # the published protocol filters the input's items
+    item_attributes: ItemAttributes | None = None  # side information, when the data set has it
 
     def info(self) -> dict:
         """JSON-friendly description, stored in checkpoints."""
@@ -125,7 +127,17 @@ def leave_one_out_split(
     )
 
 
-def load_loo_split(path: str | Path, max_len: int = 50) -> LeaveOneOutSplit:
-    """Read an Amazon-format file and split it leave-one-out."""
+def attributes_file(path: str | Path) -> Path:
+    """Where the S3Rec release keeps a data file's item side information: ``X_item2attributes.json``."""
     path = Path(path)
-    return leave_one_out_split(read_user_sequences(path), max_len=max_len, dataset=path.stem)
+    return path.with_name(f"{path.stem}_item2attributes.json")
+
+
+def load_loo_split(path: str | Path, max_len: int = 50, attributes: str | Path | None = None) -> LeaveOneOutSplit:
+    """Read an Amazon-format file and split it leave-one-out; ``attributes``: an
+    ``item2attributes.json`` whose side information the split carries (:mod:`training.item_side`)."""
+    path = Path(path)
+    split = leave_one_out_split(read_user_sequences(path), max_len=max_len, dataset=path.stem)
+    if attributes is not None:
+        split.item_attributes = ItemAttributes.from_mapping(split.vocab, read_item_attributes_json(attributes))
+    return split

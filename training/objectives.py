@@ -10,6 +10,8 @@ module class's ``objective``) and never asks which one it has:
   items (at least one per row) is replaced by ``model.mask_token`` and predicted at those
   positions only; a ``mask_last_prob`` share of rows gets only its last item masked (the
   next-item case) (:func:`item_windows`, :func:`mask_batch`);
+* :class:`GenerativeObjective` (``"generative"``: TIGER): next-item windows, the loss is the
+  decoder's cross-entropy over the target item's semantic-id codes;
 * :class:`FitObjective` (``"none"``: the non-neural models): built from the training sequences
   (``fit(config, sequences)``; popularity from the training counts), nothing to optimise, the
   loop validates it once.
@@ -129,6 +131,10 @@ class Objective(ABC):
     name: ClassVar[str]
 
     def build(self, model_cls: type, config: Any, split: Split) -> nn.Module:
+        # A model that takes something from the training data at construction (side information,
+        # fitted statistics) has ``from_split``; the others are built from their config alone.
+        if hasattr(model_cls, "from_split"):
+            return model_cls.from_split(config, split)
         return model_cls(config)
 
     def trainable(self, model: nn.Module) -> bool:
@@ -191,6 +197,27 @@ class NextItemObjective(Objective):
         return x, self.targets[idx][:, -x.shape[1]:]  # [B, L] x2
 
 
+class GenerativeObjective(NextItemObjective):
+    """Generative retrieval (TIGER): next-item windows of at most ``config.max_items`` inputs
+    (what the encoder reads), every step a target; the loss is the model's teacher-forced
+    cross-entropy over each target's semantic-id codes (``model.generative_loss(hidden, targets)``,
+    ``hidden`` being the encoder memory that ``forward`` returns)."""
+
+    name = "generative"
+
+    def start(self, model: nn.Module, config: Any, tc: TrainConfig, seed: int, rank: int,
+              device: torch.device) -> None:
+        super().start(model, config, tc, seed, rank, device)
+        self.loss_kind = "semantic_id_cross_entropy"  # not a softmax over the catalog
+        self.max_items = int(config.max_items)
+
+    def windows(self, sequences: list[list[int]], max_len: int) -> torch.Tensor:
+        return super().windows(sequences, min(max_len, self.max_items))
+
+    def loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.model.generative_loss(hidden, targets)
+
+
 class MaskedObjective(Objective):
     name = "masked"
 
@@ -231,7 +258,8 @@ class FitObjective(Objective):
         raise TypeError("a fitted model has no training batches")
 
 
-OBJECTIVES: dict[str, type[Objective]] = {o.name: o for o in (NextItemObjective, MaskedObjective, FitObjective)}
+OBJECTIVES: dict[str, type[Objective]] = {
+    o.name: o for o in (NextItemObjective, MaskedObjective, FitObjective, GenerativeObjective)}
 
 
 def objective_for(model_name: str) -> Objective:

@@ -37,7 +37,7 @@ from training.config import TrainConfig
 from training.data import Split
 from training.devices import prepare_device
 from training.evaluate import metrics_on_test, metrics_on_validation
-from training.models import make_config, model_classes
+from training.models import make_config, model_classes, split_shape
 from training.objectives import Objective, batches, objective_for
 from training.progress import EpochReport
 
@@ -149,8 +149,8 @@ class _Run:
             split, model_name, objective, tc, seed, ctx)
         self.device = prepare_device(tc.device or settings.device, ctx.local_rank)
         torch.manual_seed(seed)  # parameter init (identical on every rank)
-        self.config = make_config(model_name, n_items=split.vocab.n_items, max_len=split.max_len,
-                                  **(model_overrides or {}))
+        # The model's overrides win over the split's shape (``n_attributes=0``: ID embeddings only).
+        self.config = make_config(model_name, **(split_shape(split) | (model_overrides or {})))
         self.model = objective.build(model_classes(model_name)[1], self.config, split)
         self.model.to(self.device)
         if ctx.enabled:
@@ -232,6 +232,18 @@ class _Run:
             raise RuntimeError("training diverged in its first epoch; no checkpoint to keep")
         self.seqs_per_s = steps_windows / max(steps_seconds, 1e-9)
         model.load_state_dict(self.best_state)
+        if hasattr(model, "calibrate") and ctx.is_main:
+            self._calibrate()
+
+    def _calibrate(self) -> None:
+        """Post-training choices of the selected checkpoint (the hybrid's blend weight), made on
+        the validation examples like the epoch; the checkpoint's config records them."""
+        started = time.monotonic()
+        calibrated = self.model.calibrate(self.validate, self.tc.selection_metric, known=self.best_val)
+        if calibrated is not None:
+            self.best_val = calibrated
+            log.info("%s: calibrated on validation in %.1f s: %s", self.model_name, time.monotonic() - started,
+                     {k: v for k, v in asdict(self.config).items() if k == "blend"})
 
     def _restore(self, resume_from: Path | str, optimizer: torch.optim.Optimizer) -> int:
         """Continue the run of a resumable checkpoint; the first epoch still to run."""

@@ -40,11 +40,13 @@ def _model(name: str, seed: int = 0, **overrides):
 
 
 def test_registry_names_and_objectives():
-    assert set(MODELS) == {"sasrec", "bert4rec", "gru4rec", "hstu", "popularity", "covisitation", "sknn", "repeat"}
+    assert set(MODELS) == {"sasrec", "bert4rec", "gru4rec", "hstu", "popularity", "covisitation", "sknn", "repeat",
+                           "hybrid", "tiger"}
     objectives = {name: cls.objective for name, (_, cls) in MODELS.items()}
     assert objectives == {
         "sasrec": "next_item", "gru4rec": "next_item", "hstu": "next_item", "bert4rec": "masked",
         "popularity": "none", "covisitation": "none", "sknn": "none", "repeat": "none",
+        "hybrid": "next_item", "tiger": "generative",
     }
     for name in MODELS:
         config = make_config(name, n_items=7)

@@ -176,3 +176,43 @@ def test_seconds_to_best_epoch_reads_the_kept_epoch():
     history = [{"epoch": 1, "seconds": 10.0}, {"epoch": 2, "seconds": 21.0}, {"epoch": 3, "seconds": 30.5}]
     assert amazon_loo.seconds_to_best_epoch(history, 2) == 21.0
     assert amazon_loo.seconds_to_best_epoch([], 0) is None  # a model with nothing to train
+
+
+def test_seed_summary_pools_this_runs_seeds_with_the_earlier_ones_without_counting_twice():
+    from benchmarks import seed_rows
+
+    def records(model, ndcg, hr):
+        return [{"dataset": "amazon-Beauty", "model": model, "metric": m, "value": v}
+                for m, v in (("ndcg_at_10", ndcg), ("hr_at_10", hr))]
+
+    earlier = records("hybrid[seed=42]", 0.060, 0.090) + records("hybrid[seed=43]", 0.050, 0.080) + records(
+        "hybrid[seed=44]", 0.070, 0.100) + records("sasrec[seed=42]", 0.01, 0.02)
+    fresh = [{"model": "hybrid[seed=43]", "ndcg_at_10": 0.064, "hr_at_10": 0.094}]  # replaces the earlier 43
+    (summary,) = seed_rows.seed_summaries(fresh, earlier, "amazon-Beauty")
+    assert summary["model"] == "hybrid" and summary["n_seeds"] == 3
+    assert summary["ndcg_at_10"] == pytest.approx((0.060 + 0.064 + 0.070) / 3)
+    assert (summary["ndcg_at_10_seed_min"], summary["ndcg_at_10_seed_max"]) == (0.060, 0.070)
+    assert summary["hr_at_10_seed_min"] == 0.090
+    assert seed_rows.split_seed_label("sasrec[d_model=128,seed=7]") == ("sasrec[d_model=128]", 7)
+    assert seed_rows.seed_label("sasrec[d_model=128]", 7) == "sasrec[d_model=128,seed=7]"
+
+
+def test_merging_per_seed_result_files_writes_the_seed_mean_rows(tmp_path):
+    from benchmarks import amazon_loo, common
+
+    def seed_file(seed, ndcg):
+        path = tmp_path / f"seed{seed}.json"
+        path.write_text(json.dumps([common.record(metric, value, "ratio", dataset="amazon-Beauty",
+                                                  model=f"hybrid[seed={seed}]", baseline=None, command="c",
+                                                  hardware={"cpu_model": "x"}, date=f"2026-12-0{seed - 40}")
+                                    for metric, value in (("ndcg_at_10", ndcg), ("hr_at_10", 2 * ndcg))]))
+        return path
+
+    results = tmp_path / "amazon_loo.json"
+    files = [seed_file(42, 0.058), seed_file(43, 0.062), seed_file(44, 0.060)]
+    assert amazon_loo.main(["--results", str(results), *(a for f in files for a in ("--merge", str(f)))]) == 0
+    rows = common.by_key(common.read_results(results), "dataset", "model")
+    mean = rows["amazon-Beauty", "hybrid"]
+    assert mean["ndcg_at_10"] == pytest.approx(0.060) and mean["n_seeds"] == 3
+    assert (mean["ndcg_at_10_seed_min"], mean["ndcg_at_10_seed_max"]) == (0.058, 0.062)
+    assert rows["amazon-Beauty", "hybrid[seed=43]"]["ndcg_at_10"] == 0.062

@@ -12,7 +12,9 @@ import training.evaluate as evaluate_mod
 from training.cli import main as train_cli
 from training.config import TrainConfig
 from training.loo import load_loo_split
-from training.objectives import FitObjective, MaskedObjective, NextItemObjective, batches, mask_batch, objective_for
+from training.objectives import (
+    FitObjective, GenerativeObjective, MaskedObjective, NextItemObjective, batches, mask_batch, objective_for,
+)
 from training.train import train_model
 
 TINY = {"d_model": 16, "n_heads": 1, "n_layers": 1, "dropout": 0.1}
@@ -138,7 +140,8 @@ def test_each_model_is_handed_its_objective():
     kinds = {name: type(objective_for(name)) for name in MODELS}
     assert kinds == {"sasrec": NextItemObjective, "bert4rec": MaskedObjective, "gru4rec": NextItemObjective,
                      "hstu": NextItemObjective, "popularity": FitObjective, "covisitation": FitObjective,
-                     "sknn": FitObjective, "repeat": FitObjective}
+                     "sknn": FitObjective, "repeat": FitObjective, "hybrid": NextItemObjective,
+                     "tiger": GenerativeObjective}
     assert objective_for("sasrec") is not objective_for("sasrec")  # one per run: it holds the run's windows
 
 

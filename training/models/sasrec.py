@@ -7,7 +7,11 @@ Differences from the paper, each for a reason:
   trained with full softmax cross-entropy (``training.losses``) instead of one sampled negative
   with BCE;
 * positions are counted from the end of the sequence (0 = most recent item), so the last item
-  gets the same positional embedding whether the batch is padded to 12 or 50 steps.
+  gets the same positional embedding whether the batch is padded to 12 or 50 steps;
+* with item side information (``n_attributes > 0``) an item's embedding is its ID embedding plus
+  the mean of its attributes' embeddings, on the input and the (tied) output side alike, so
+  items with few interactions borrow strength from their category and brand, and an item never
+  seen in training still gets a meaningful score.
 
 Sequences are left-padded with 0: the most recent item is always at the last position.
 """
@@ -34,6 +38,10 @@ class SASRecConfig:
     # n_negatives uniform shared negatives (training.losses). Defaults keep old checkpoints loadable.
     loss: str = "full"
     n_negatives: int = 256
+    # Item side information (training.item_side): attribute ids 1..n_attributes, up to
+    # attributes_per_item per item. 0: ID embeddings only. Filled from the split by the loop.
+    n_attributes: int = 0
+    attributes_per_item: int = 0
 
 
 class CausalSelfAttention(nn.Module):
@@ -113,15 +121,50 @@ class SASRec(nn.Module):
         super().__init__()
         self.config = config
         self.item_emb = nn.Embedding(config.n_items + 1, config.d_model, padding_idx=0)
+        if config.n_attributes > 0:
+            self.attr_emb = nn.Embedding(config.n_attributes + 1, config.d_model, padding_idx=0)
+            self.register_buffer("item_attributes", torch.zeros(
+                config.n_items + 1, max(1, config.attributes_per_item), dtype=torch.long))  # [N + 1, A]
+            # 1 for items with training interactions. The others have no ID embedding: the full
+            # softmax would only ever push it down (they are never a training target), burying the
+            # very items side information is there to rank; their vector is their attributes.
+            self.register_buffer("has_id_embedding", torch.ones(config.n_items + 1))  # [N + 1]
         self.pos_emb = nn.Embedding(config.max_len, config.d_model)
         self.emb_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.d_model)
         init_transformer_weights(self, config.n_layers)
 
+    @classmethod
+    def from_split(cls, config: SASRecConfig, split) -> "SASRec":
+        """A fresh model whose attribute table is the split's (``split.item_attributes``)."""
+        model = cls(config)
+        side = getattr(split, "item_attributes", None)
+        if config.n_attributes > 0 and side is not None:
+            width = min(model.item_attributes.shape[1], side.table.shape[1])
+            model.item_attributes[:, :width] = side.table[:, :width]
+            trained = torch.zeros(config.n_items + 1)  # [N + 1]
+            trained[[i for i, n in split.train_item_counts.items() if n > 0 and 0 < i <= config.n_items]] = 1.0
+            model.has_id_embedding.copy_(trained)
+        return model
+
+    def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        """``ids [...]`` -> item embeddings ``[..., D]``: ID (for items seen in training) + mean
+        attribute embedding."""
+        vectors = self.item_emb(ids)  # [..., D]
+        if self.config.n_attributes > 0:
+            vectors = vectors * self.has_id_embedding[ids].unsqueeze(-1)  # [..., D]
+            attrs = self.item_attributes[ids]  # [..., A]
+            present = (attrs != 0).unsqueeze(-1).to(vectors.dtype)  # [..., A, 1]
+            summed = (self.attr_emb(attrs) * present).sum(dim=-2)  # [..., D]
+            vectors = vectors + summed / present.sum(dim=-2).clamp(min=1.0)  # [..., D]
+        return vectors
+
     @property
     def output_embeddings(self) -> torch.Tensor:
         """Tied scoring matrix ``[N + 1, D]``: an item's score is <hidden, its input embedding>."""
+        if self.config.n_attributes > 0:
+            return self.item_vectors(torch.arange(self.config.n_items + 1, device=self.item_emb.weight.device))
         return self.item_emb.weight
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -130,7 +173,7 @@ class SASRec(nn.Module):
         if L > self.config.max_len:
             raise ValueError(f"sequence length {L} > max_len {self.config.max_len}")
         positions = torch.arange(L - 1, -1, -1, device=input_ids.device)  # [L], 0 = most recent
-        x = self.item_emb(input_ids) * math.sqrt(self.config.d_model)  # [B, L, D]
+        x = self.item_vectors(input_ids) * math.sqrt(self.config.d_model)  # [B, L, D]
         x = self.emb_dropout(x + self.pos_emb(positions))  # [B, L, D]
         x = x * (input_ids != 0).unsqueeze(-1).to(x.dtype)  # [B, L, D], padding steps carry nothing
 
