@@ -41,7 +41,7 @@ def _redis_answers(address: str) -> bool:
 
 
 def write_export(settings: Any, n_users: int, k: int) -> int:
-    """The two Parquet files export_feature_data would write, synthetic; returns user rows."""
+    """The Parquet files export_feature_data would write, synthetic; returns user rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -66,6 +66,13 @@ def write_export(settings: Any, n_users: int, k: int) -> int:
         "n_users_7d": pa.array([1], pa.int64()),
     })
     pq.write_table(items, settings.feature_data_dir / ops.ITEM_FEATURES_FILE)
+    # No item side information: materialization reads every view's file, even an empty one.
+    attributes = pa.table({
+        "item_id": pa.array([], pa.string()), "event_timestamp": pa.array([], ts_type),
+        "attribute_values": pa.array([], pa.list_(pa.string())),
+        "n_attribute_values": pa.array([], pa.int64()),
+    })
+    pq.write_table(attributes, settings.feature_data_dir / ops.ITEM_ATTRIBUTES_FILE)
     return n_users
 
 

@@ -17,4 +17,5 @@ item = _definitions.entities.item
 user_recent_items = _definitions.feature_views.user_recent_items
 user_activity = _definitions.feature_views.user_activity
 item_popularity = _definitions.feature_views.item_popularity
+item_attributes = _definitions.feature_views.item_attributes
 recommendation_features = _definitions.feature_services.recommendation_features

@@ -13,6 +13,7 @@ from typing import NamedTuple
 from feast import FileSource, PushSource
 
 from features.store import (
+    ITEM_ATTRIBUTES_FILE,
     ITEM_FEATURES_FILE,
     TIMESTAMP_FIELD,
     USER_EVENTS_PUSH_SOURCE,
@@ -24,6 +25,7 @@ class FeatureSources(NamedTuple):
     user_features: FileSource
     item_features: FileSource
     user_events_push: PushSource
+    item_attributes: FileSource
 
 
 def feature_sources(feature_data_dir: Path) -> FeatureSources:
@@ -48,4 +50,10 @@ def feature_sources(feature_data_dir: Path) -> FeatureSources:
         batch_source=user_features,
         description="Recent-item lists recomputed from live events (features/push.py).",
     )
-    return FeatureSources(user_features, item_features, user_events_push)
+    item_attributes = FileSource(
+        name="item_attributes_source",
+        path=str(feature_data_dir / ITEM_ATTRIBUTES_FILE),
+        timestamp_field=TIMESTAMP_FIELD,
+        description="dbt mart dim_item_attributes: one row per item with imported side information.",
+    )
+    return FeatureSources(user_features, item_features, user_events_push, item_attributes)

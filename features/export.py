@@ -1,5 +1,6 @@
-"""The offline feature data: the warehouse marts ``user_features`` and ``item_features`` copied
-to the Parquet files the Feast sources read (``Settings.feature_data_dir``).
+"""The offline feature data: the warehouse marts ``user_features``, ``item_features`` and
+``dim_item_attributes`` copied to the Parquet files the Feast sources read
+(``Settings.feature_data_dir``).
 
 DuckDB and PyArrow are imported inside the functions, so importing this module stays cheap.
 """
@@ -12,7 +13,13 @@ import os
 from typing import Any
 
 from core.settings import Settings
-from features.store import ITEM_FEATURES_FILE, TIMESTAMP_FIELD, USER_FEATURES_FILE
+from features.store import (
+    ITEM_ATTRIBUTES_FILE,
+    ITEM_FEATURES_FILE,
+    STATIC_FEATURE_TIME,
+    TIMESTAMP_FIELD,
+    USER_FEATURES_FILE,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +54,30 @@ _EXPORT_QUERIES = {
         ORDER BY item_id, event_timestamp
         """,
     ),
+    # Attributes have no time of their own: every row is stamped STATIC_FEATURE_TIME (store.py).
+    "item_attributes": (
+        ITEM_ATTRIBUTES_FILE,
+        f"""
+        SELECT CAST(item_id AS VARCHAR) AS item_id,
+               TIMESTAMP '{STATIC_FEATURE_TIME:%Y-%m-%d %H:%M:%S}' AS event_timestamp,
+               CAST(attribute_values AS VARCHAR[]) AS attribute_values,
+               CAST(n_attribute_values AS BIGINT) AS n_attribute_values
+        FROM main.dim_item_attributes
+        ORDER BY item_id
+        """,
+    ),
+}
+# Marts a warehouse built before they existed lacks: exported empty (with a warning), so the
+# feature views over them still apply and materialize. Table -> a stand-in with its columns.
+_OPTIONAL_TABLES = {
+    "dim_item_attributes": "(SELECT NULL AS item_id, NULL AS attribute_values, NULL AS n_attribute_values "
+                           "WHERE false)",
 }
 
 
 def export_feature_data(settings: Settings) -> dict[str, int]:
-    """Copy the warehouse tables ``user_features`` and ``item_features`` to Parquet.
+    """Copy the warehouse tables ``user_features``, ``item_features`` and ``dim_item_attributes``
+    to Parquet (``dim_item_attributes`` empty when the warehouse has none).
 
     The files land in ``settings.feature_data_dir`` with ``event_timestamp`` as a UTC timestamp.
     Each file is replaced atomically, so a concurrent reader (materialization, training) sees
@@ -70,6 +96,10 @@ def export_feature_data(settings: Settings) -> dict[str, int]:
     # processes (this export, the quality gate) open the file at once.
     with contextlib.closing(duckdb.connect(str(settings.warehouse_path), read_only=True)) as con:
         for table_name, (file_name, query) in _EXPORT_QUERIES.items():
+            for mart, stand_in in _OPTIONAL_TABLES.items():
+                if f"main.{mart}" in query and not _has_table(con, mart):
+                    logger.warning("the warehouse has no %s (built before it existed): exporting it empty", mart)
+                    query = query.replace(f"main.{mart}", stand_in)
             table = con.sql(query).to_arrow_table()
             table = _with_utc_timestamp(table)
             target = out_dir / file_name
@@ -82,6 +112,13 @@ def export_feature_data(settings: Settings) -> dict[str, int]:
             counts[table_name] = table.num_rows
             logger.info("exported %s: %d rows -> %s", table_name, table.num_rows, target)
     return counts
+
+
+def _has_table(con: Any, name: str) -> bool:
+    # fetchall: DuckDB refuses further work on a connection with a result left unread.
+    return bool(con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?",
+        [name]).fetchall()[0][0])
 
 
 def _with_utc_timestamp(table: Any) -> Any:

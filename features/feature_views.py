@@ -10,18 +10,23 @@ from feast.types import Array, Int64, String
 
 from features.data_sources import FeatureSources
 from features.entities import FeatureEntities
+from features.store import ITEM_ATTRIBUTES_VIEW
 
 # A user's features stay valid for a quarter: long enough that occasional shoppers still get
 # personalised results; a user silent for longer gets none and serving falls back to popular items.
 USER_TTL = timedelta(days=90)
 # Item popularity is a 7-day window in the mart; a row older than that describes a stale week.
 ITEM_TTL = timedelta(days=7)
+# Item attributes (category, brand) describe the item, not a moment: no expiry (Feast's ttl 0).
+# Their rows carry features.store.STATIC_FEATURE_TIME, and materialization loads such a view whole.
+STATIC_TTL = timedelta(0)
 
 
 class FeatureViews(NamedTuple):
     user_recent_items: FeatureView
     user_activity: FeatureView
     item_popularity: FeatureView
+    item_attributes: FeatureView
 
 
 def feature_views(entities: FeatureEntities, sources: FeatureSources) -> FeatureViews:
@@ -74,4 +79,21 @@ def feature_views(entities: FeatureEntities, sources: FeatureSources) -> Feature
         online=True,
         description="Recent popularity counters of each item.",
     )
-    return FeatureViews(user_recent_items, user_activity, item_popularity)
+    item_attributes = FeatureView(
+        name=ITEM_ATTRIBUTES_VIEW,
+        entities=[entities.item],
+        ttl=STATIC_TTL,
+        schema=[
+            Field(name="item_id", dtype=String),
+            Field(
+                name="attribute_values",
+                dtype=Array(String),
+                description="The item's side information as <attribute>:<value> strings, source order.",
+            ),
+            Field(name="n_attribute_values", dtype=Int64, description="Length of attribute_values."),
+        ],
+        source=sources.item_attributes,
+        online=True,
+        description="Imported item side information (the importers' --items table).",
+    )
+    return FeatureViews(user_recent_items, user_activity, item_popularity, item_attributes)

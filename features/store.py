@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,13 @@ REPO_DIR = Path(__file__).resolve().parent
 FEAST_DIR_ENV = "RECSYS_FEAST_DIR"
 USER_FEATURES_FILE = "user_features.parquet"
 ITEM_FEATURES_FILE = "item_features.parquet"
+ITEM_ATTRIBUTES_FILE = "item_attributes.parquet"
+ITEM_ATTRIBUTES_VIEW = "item_attributes"
+# The timestamp of every row of a view without expiry (ttl 0: the item attributes). An item
+# table is a snapshot with no history, valid at every time: stamped at the epoch, its rows join
+# any entity time in point-in-time reads, and materialization loads them whole every run
+# (features.materialize), so a re-imported table replaces the online rows.
+STATIC_FEATURE_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
 TIMESTAMP_FIELD = "event_timestamp"
 FEATURE_SERVICE = "recommendation_features"
 USER_JOIN_KEY = "user_id"

@@ -49,6 +49,8 @@ from training.data import (
     window_starts,
 )
 from training.evaluate import repeat_share
+from training.item_side import ItemAttributes
+from training.item_table import load_item_attribute_mapping
 
 PROTOCOLS = ("user_temporal", "session")
 MIN_RETURNING_SHARE = 0.2
@@ -274,9 +276,21 @@ def load_split(settings: Settings, as_of: date | str | None = None, *, protocol:
         settings.eval_val_days if val_days is None else val_days,
     )
     sequences = load_user_sequences(settings, as_of=as_of) if plan.protocol == "user_temporal" else []
-    return build_split(sessions, sequences, settings.max_sequence_length, plan,
-                       settings.exclude_seen if exclude_seen is None else exclude_seen,
-                       settings.repeat_share_threshold, as_of=as_of)
+    split = build_split(sessions, sequences, settings.max_sequence_length, plan,
+                        settings.exclude_seen if exclude_seen is None else exclude_seen,
+                        settings.repeat_share_threshold, as_of=as_of)
+    split.item_attributes = night_item_attributes(settings, split.vocab)
+    return split
+
+
+def night_item_attributes(settings: Settings, vocab: ItemVocabulary) -> ItemAttributes | None:
+    """The lake's item table (the importers' ``--items``) for the night's vocabulary; None when
+    no import brought one, or the warehouse predates the item mart."""
+    try:
+        mapping = load_item_attribute_mapping(settings)
+    except LookupError:
+        return None
+    return ItemAttributes.from_mapping(vocab, mapping) if mapping else None
 
 
 def split_for_record(settings: Settings, as_of: date | str, recorded: dict[str, Any]) -> Split:

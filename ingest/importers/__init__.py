@@ -7,6 +7,10 @@ converts every row into canonical events (docs/architecture.md) and writes them 
 quarantines with a reason (see :mod:`ingest.importers.canonical`), so the lake's quarantine and
 reconciliation account for every source row; the summary counts those rows per reason and day.
 
+``items=``: an item table beside the events (S3Rec ``item2attributes.json`` or a CSV/TSV with an
+``item_id`` column, :mod:`ingest.importers.item_table`), converted and written into the lake
+(``lake_dir``) as the format's item table (:mod:`ingest.item_lake`).
+
 Only the standard library is used here: the import DAG reads the registry at every parse.
 
     python -m ingest.importers otto data/otto/train.jsonl --limit 1000
@@ -21,8 +25,18 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ingest.importers import amazon_m2, diginetica, movielens, otto, retailrocket, taobao, yoochoose
+from ingest.importers import (
+    amazon_m2,
+    amazon_s3rec,
+    diginetica,
+    movielens,
+    otto,
+    retailrocket,
+    taobao,
+    yoochoose,
+)
 from ingest.importers.canonical import SourceFormatError, SourceRow
+from ingest.importers.item_table import ItemTable, read_item_table
 from ingest.importers.writer import DEFAULT_MAX_BUFFERED_LINES, ArrivalDayWriter, raw_file_name
 
 __all__ = ["IMPORT_ERRORS", "IMPORTERS", "Importer", "SourceFormatError", "import_error_message", "import_log",
@@ -46,13 +60,14 @@ IMPORTERS: dict[str, Importer] = {
     module.NAME: Importer(module.NAME, module.DESCRIPTION, module.read_rows)
     for module in (yoochoose, otto, diginetica, taobao, movielens, retailrocket)
 } | {
-    amazon_m2.NAME: Importer(
-        amazon_m2.NAME,
-        amazon_m2.DESCRIPTION,
-        amazon_m2.read_rows,
+    module.NAME: Importer(
+        module.NAME,
+        module.DESCRIPTION,
+        module.read_rows,
         synthesizes_time=True,
-        default_start_date=amazon_m2.DEFAULT_START_DATE,
-    ),
+        default_start_date=module.DEFAULT_START_DATE,
+    )
+    for module in (amazon_m2, amazon_s3rec)
 }
 
 
@@ -64,19 +79,25 @@ def import_log(
     limit: int | None = None,
     start_date: date | None = None,
     max_buffered_lines: int = DEFAULT_MAX_BUFFERED_LINES,
+    items: Path | None = None,
+    lake_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Convert ``source`` (format ``format``) into arrival-day files under ``raw_dir``.
+    """Convert ``source`` (format ``format``) into arrival-day files under ``raw_dir``, and the
+    item table ``items`` (if given) into ``lake_dir``'s item table of the format.
 
     ``limit``: read at most this many source rows (records: a line, or for OTTO a session line,
     for Amazon-M2 a CSV row; the header and blank lines are not rows). ``start_date``: first
-    day of the synthesized times of a format without timestamps (``amazon_m2``).
+    day of the synthesized times of a format without timestamps (``amazon_m2``, ``amazon_s3rec``).
+    ``limit`` does not apply to ``items``: the catalog is read whole.
 
     Returns a JSON-serialisable summary: ``rows_read``, ``lines_written`` = ``events_written``
     + ``rejected`` (lines written for the quarantine, by ``rejected_reasons``, the reason
     ingestion will give), per arrival day the same counts and the file (``days``), the sorted
     ``arrival_days``, ``removed_stale_days`` and whether ``limit`` cut the source short
-    (``truncated``). Raises :class:`SourceFormatError` when no row converts into an event (the
-    wrong format was named, or the file is empty); nothing is written then.
+    (``truncated``), and ``items``: None, or the item table's counts (``ItemTable.summary``) with
+    its ``path`` and ``quarantine_path`` in the lake. Raises :class:`SourceFormatError` when no
+    row converts into an event (the wrong format was named, or the file is empty) or ``items`` is
+    not an item table; nothing is written then.
     """
     importer = IMPORTERS.get(format)
     if importer is None:
@@ -92,6 +113,8 @@ def import_log(
         options["start_date"] = start_date
     elif start_date is not None:
         raise ValueError(f"{format} rows carry their own timestamps; start_date applies to formats without")
+    # Read (and refused, when it is not an item table) before any event file is written.
+    item_table = _read_items(items, lake_dir)
 
     rows_read, truncated = 0, False
     examples: list[dict[str, Any]] = []
@@ -122,6 +145,12 @@ def import_log(
     for counts in days.values():
         for reason, n in counts.rejected_reasons.items():
             rejected_reasons[reason] = rejected_reasons.get(reason, 0) + n
+    item_summary = None
+    if item_table is not None:
+        from ingest.item_lake import write_item_table
+
+        item_summary = {"source": str(items), **item_table.summary(),
+                        **write_item_table(Path(lake_dir), format, item_table)}
     events_written = sum(counts.events for counts in days.values())
     rejected = sum(rejected_reasons.values())
     return {
@@ -148,7 +177,19 @@ def import_log(
             for day, counts in days.items()
         },
         "removed_stale_days": [day.isoformat() for day in removed],
+        "items": item_summary,
     }
+
+
+def _read_items(items: Path | None, lake_dir: Path | None) -> ItemTable | None:
+    if items is None:
+        return None
+    if lake_dir is None:
+        raise ValueError("an item table is written into the lake: give lake_dir with items")
+    items = Path(items)
+    if not items.is_file():
+        raise FileNotFoundError(f"item table not found: {items}")
+    return read_item_table(items)
 
 
 # What an import of a file that is not what its format says, cannot be read or written, or is a
@@ -172,6 +213,10 @@ def summary_lines(summary: dict[str, Any], format_name: str) -> list[str]:
     lines = [f"arrival days written ({len(days)}): {' '.join(days)}"]
     if summary["removed_stale_days"]:
         lines.append(f"stale {format_name} files removed from: {' '.join(summary['removed_stale_days'])}")
+    if (items := summary.get("items")) is not None:
+        lines.append(f"item table: {items['items']} items, {items['attribute_values']} attribute values -> "
+                     f"{items['path']}; {items['rejected']} rows quarantined {items['rejected_reasons']} "
+                     f"-> {items['quarantine_path']} (the next `recsys sessions` reads it)")
     if days:
         # One range, in date order: ingestion drops cross-day duplicates only when earlier days
         # come first; the days between without a folder are skipped and listed.

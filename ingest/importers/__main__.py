@@ -1,6 +1,7 @@
 """Command line: import a public data set into the raw folder.
 
     python -m ingest.importers FORMAT SOURCE [--out RAW_DIR] [--limit N] [--start-date YYYY-MM-DD]
+                               [--items ITEM_TABLE] [--lake LAKE_DIR]
 
 Prints the summary as JSON on stdout and the arrival days written on stderr, with the ingestion
 command for them.
@@ -32,13 +33,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="raw folder to write into (default: $RECSYS_HOME/raw)")
     parser.add_argument("--limit", type=int, default=None, help="read at most N source rows")
     parser.add_argument("--start-date", type=date.fromisoformat, default=None,
-                        help="first day of synthesized event times (formats without timestamps: amazon_m2)")
+                        help="first day of synthesized event times (formats without timestamps: "
+                             "amazon_m2, amazon_s3rec)")
+    parser.add_argument("--items", type=Path, default=None, metavar="ITEM_TABLE",
+                        help='item side information beside the events: JSON {"item_id": [attribute, ...]} '
+                             "or a CSV/TSV with an item_id column and attribute columns (a|b: several values)")
+    parser.add_argument("--lake", type=Path, default=None,
+                        help="lake the item table is written into (default: $RECSYS_HOME/lake)")
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
     raw_dir = args.out if args.out is not None else Settings.from_env().raw_dir
+    lake_dir = None
+    if args.items is not None:
+        lake_dir = args.lake if args.lake is not None else Settings.from_env().lake_dir
     try:
-        summary = import_log(args.format, args.source, raw_dir, limit=args.limit, start_date=args.start_date)
+        summary = import_log(args.format, args.source, raw_dir, limit=args.limit, start_date=args.start_date,
+                             items=args.items, lake_dir=lake_dir)
     except IMPORT_ERRORS as error:  # one line, no traceback
         print(f"error: {import_error_message(error, args.source)}", file=sys.stderr)
         return 2

@@ -68,6 +68,7 @@ _FORMATS = "\n".join(f"  {name:<13} {importer.description}" for name, importer i
 @app.command("import", epilog=example(
     "recsys import movielens ml-1m/ratings.dat --limit 100000",
     "recsys import amazon_m2 sessions_train.csv --start-date 2026-11-01",
+    "recsys import amazon_s3rec Beauty.txt --items Beauty_item2attributes.json",
 ) + "\n\n\b\nformats:\n" + _FORMATS)
 def import_(
     format: Annotated[SourceFormat, typer.Argument(help="source format (listed below)",
@@ -77,9 +78,16 @@ def import_(
     limit: Annotated[Optional[int], typer.Option(min=1, help="read at most N source rows")] = None,
     start_date: Annotated[Optional[date], typer.Option(
         parser=date.fromisoformat, metavar=DATE_METAVAR,
-        help="first day of synthesized event times (formats without timestamps: amazon_m2)")] = None,
+        help="first day of synthesized event times (formats without timestamps: amazon_m2, amazon_s3rec)")] = None,
+    items: Annotated[Optional[Path], typer.Option(
+        metavar="ITEM_TABLE",
+        help='item side information beside the events, written into the lake: JSON {"item_id": [attribute, ...]} '
+             "or a CSV/TSV with an item_id column and attribute columns (a|b: several values)")] = None,
+    lake: Annotated[Optional[Path], typer.Option(
+        help="lake the --items table is written into (default: $RECSYS_HOME/lake)")] = None,
 ) -> None:
-    """Convert a public interaction log into canonical raw events, one folder per arrival day.
+    """Convert a public interaction log into canonical raw events, one folder per arrival day,
+    and with --items its item table into the lake (lake/items/<format>.parquet).
 
     Prints the summary as JSON; the arrival days written, and the commands that ingest them, on stderr.
     """
@@ -87,10 +95,14 @@ def import_(
 
     source_format = plain(format)
     raw_dir = out if out is not None else settings().raw_dir
+    lake_dir = None if items is None else lake if lake is not None else settings().lake_dir
     try:
-        summary = import_log(source_format, source, raw_dir, limit=limit, start_date=start_date)
+        summary = import_log(source_format, source, raw_dir, limit=limit, start_date=start_date,
+                             items=items, lake_dir=lake_dir)
     except IMPORT_ERRORS as error:
         fix = f"check that {source} is a {source_format} file: {IMPORTERS[source_format].description}"
+        if items is not None:
+            fix += f"; and {items} an item table (JSON {{item_id: [attribute, ...]}} or CSV/TSV with item_id)"
         if isinstance(error, OSError) and error.strerror:
             fix = "check the path and that it can be read (and --out written)"
         raise UserError(import_error_message(error, source), fix=fix) from error

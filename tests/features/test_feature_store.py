@@ -97,7 +97,8 @@ def applied(settings: Settings) -> Settings:
 
 
 def test_export_writes_contract_parquet_atomically(settings: Settings) -> None:
-    assert export_feature_data(settings) == {"user_features": 3, "item_features": 3}
+    # A warehouse without dim_item_attributes (built by hand here) exports it empty.
+    assert export_feature_data(settings) == {"user_features": 3, "item_features": 3, "item_attributes": 0}
 
     users = pq.read_table(settings.feature_data_dir / feature_ops.USER_FEATURES_FILE)
     assert users.schema.field("event_timestamp").type == pa.timestamp("us", tz="UTC")
@@ -120,6 +121,7 @@ def test_export_writes_contract_parquet_atomically(settings: Settings) -> None:
     assert export_feature_data(settings)["user_features"] == 2
     assert pq.read_table(settings.feature_data_dir / feature_ops.USER_FEATURES_FILE).num_rows == 2
     assert sorted(p.name for p in settings.feature_data_dir.iterdir()) == [
+        feature_ops.ITEM_ATTRIBUTES_FILE,
         feature_ops.ITEM_FEATURES_FILE,
         feature_ops.USER_FEATURES_FILE,
     ]
@@ -186,12 +188,14 @@ def test_apply_registers_the_repo_idempotently(settings: Settings, tmp_path: Pat
     first = apply_feature_repo(settings)
     second = apply_feature_repo(settings)
     assert first == second == [
+        "data_source:item_attributes_source",
         "data_source:item_features_source",
         "data_source:user_events_push",
         "data_source:user_features_source",
         "entity:item",
         "entity:user",
         "feature_service:recommendation_features",
+        "feature_view:item_attributes",
         "feature_view:item_popularity",
         "feature_view:user_activity",
         "feature_view:user_recent_items",
@@ -201,7 +205,7 @@ def test_apply_registers_the_repo_idempotently(settings: Settings, tmp_path: Pat
 
     store = feature_ops.feature_store(settings)
     views = {view.name: view for view in store.list_feature_views()}
-    assert set(views) == {"user_recent_items", "user_activity", "item_popularity"}
+    assert set(views) == {"user_recent_items", "user_activity", "item_popularity", "item_attributes"}
     # Sources point at this home's export although another home was applied before.
     for name in ("user_activity", "user_recent_items"):
         assert views[name].batch_source.path == str(
@@ -247,7 +251,7 @@ def test_apply_deletes_what_the_repo_no_longer_defines(applied: Settings) -> Non
     apply_feature_repo(applied)
     store = feature_ops.feature_store(applied)
     assert {v.name for v in store.list_feature_views()} == {
-        "user_recent_items", "user_activity", "item_popularity"}
+        "user_recent_items", "user_activity", "item_popularity", "item_attributes"}
     assert [s.name for s in store.list_feature_services()] == [feature_ops.FEATURE_SERVICE]
     assert "recsys_obsolete_view" not in tables()
     assert "recsys_user_activity" in tables()
@@ -436,6 +440,7 @@ def test_feast_cli_shares_the_repo_with_store(settings: Settings) -> None:
         "user_recent_items",
         "user_activity",
         "item_popularity",
+        "item_attributes",
     }
 
     # What store.py registers is what the CLI would: its plan finds nothing to change.

@@ -30,7 +30,7 @@ REQUIRED = ("event_id", "event_time", "user_id", "item_id", "event_type")
 # A content-derived event id (``canonical.EventIds``): ``<format>:<digest>[:<repeat>]``.
 EVENT_ID = re.compile(r"^([a-z0-9_]+):[0-9a-f]{32}(?::[1-9]\d*)?$")
 # Formats whose source row holds several events (a session); every other row is one line.
-MULTI_EVENT_ROWS = {"otto", "amazon_m2"}
+MULTI_EVENT_ROWS = {"otto", "amazon_m2", "amazon_s3rec"}
 
 # ---- fixtures: one small source file per format, with the tricky rows ----
 
@@ -108,6 +108,11 @@ AMAZON_M2 = (
     " 'B001B4TKA0']\",B001B4THSA,JP\n"
     "\"['B0' broken\",B1,UK\n"
 )
+AMAZON_S3REC = (
+    "1 1 2 3\n"
+    "2 4 2\n"
+    "3\n"  # a user without items
+)
 
 SOURCES = {
     "yoochoose": ("yoochoose-clicks-sample.txt", YOOCHOOSE_TSV),
@@ -117,6 +122,7 @@ SOURCES = {
     "movielens": ("ratings.dat", MOVIELENS_DAT),
     "retailrocket": ("events.csv", RETAILROCKET),
     "amazon_m2": ("sessions_train.csv", AMAZON_M2),
+    "amazon_s3rec": ("Beauty.txt", AMAZON_S3REC),
 }
 
 # Per format: the canonical event types written, and the rows the quarantine must receive.
@@ -132,6 +138,7 @@ EXPECTED = {
     "retailrocket": {"types": {"view": 2, "add_to_cart": 1, "purchase": 1},
                      "rejected": {"unknown_event_type": 1}},
     "amazon_m2": {"types": {"view": 8}, "rejected": {"unparseable": 1}},
+    "amazon_s3rec": {"types": {"view": 5}, "rejected": {"unparseable": 1}},
 }
 
 

@@ -233,7 +233,10 @@ def test_dim_items_rank_by_events_then_item_id(built):
 
 def test_summary_counts_models_tests_and_rows(built):
     settings, summary, _ = built
-    assert summary["models"] == 8  # 7 tables + the incremental runs' rebuild set
+    # 7 tables + the incremental runs' rebuild set + the item attributes (staging and mart),
+    # built empty: this lake has no item table
+    assert summary["models"] == 10
+    assert summary["rows"]["dim_item_attributes"] == 0
     assert summary["mode"] == "full_refresh"
     assert summary["rows"]["int_session_rebuild_users"] == 0  # only an incremental run fills it
     assert summary["tests_failed"] == 0
@@ -342,7 +345,7 @@ def test_spark_target_builds_the_same_tables(built, tmp_path):
     assert child.returncode == 0, child.stdout[-4000:] + child.stderr[-4000:]
     spark = json.loads(out.read_text())
     assert spark["summary"]["tests_failed"] == 0
-    assert spark["summary"]["models"] == 8
+    assert spark["summary"]["models"] == 10
 
     def normalized(rows):
         return sorted(json.loads(json.dumps([list(r) for r in rows], default=str)), key=json.dumps)
