@@ -159,9 +159,11 @@ def measure_paced_floor(reader, model, users: list[str], rate: float, duration_s
     return stats(both)
 
 
-def start_server(settings, port: int, log_path: Path, tree: Path = common.REPO_ROOT) -> subprocess.Popen:
-    """``uvicorn serving.app:app`` from ``tree`` (this checkout, or another one to compare with)."""
-    env = dict(os.environ) | {
+def start_server(settings, port: int, log_path: Path, tree: Path = common.REPO_ROOT, workers: int = 1,
+                 env_extra: dict[str, str] | None = None) -> subprocess.Popen:
+    """``uvicorn serving.app:app`` from ``tree`` (this checkout, or another one to compare with),
+    ``workers`` processes; ``env_extra``: more RECSYS_* settings of the server."""
+    env = dict(os.environ) | (env_extra or {}) | {
         "RECSYS_HOME": str(settings.home), "RECSYS_MAX_SEQUENCE_LENGTH": str(settings.max_sequence_length),
         "RECSYS_FEAST_ONLINE_STORE": settings.feast_online_store, "RECSYS_CHAMPION_POLL_SECONDS": "30",
         "RECSYS_REDIS_CONNECTION_STRING": settings.redis_connection_string,
@@ -169,7 +171,10 @@ def start_server(settings, port: int, log_path: Path, tree: Path = common.REPO_R
     with open(log_path, "wb") as log:  # the child keeps its own handle
         return subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1", "--port", str(port),
-             "--no-access-log", "--log-level", "warning"], env=env, cwd=tree, stdout=log, stderr=subprocess.STDOUT)
+             "--no-access-log", "--log-level", "warning", "--workers", str(workers),
+             # a worker loading a large catalog on busy cores may miss the default 5 s ping
+             *(["--timeout-worker-healthcheck", "120"] if workers > 1 else [])],
+            env=env, cwd=tree, stdout=log, stderr=subprocess.STDOUT)
 
 
 async def wait_healthy(client, timeout_s: float = 300.0) -> None:

@@ -29,6 +29,9 @@ The candidate is promoted (alias ``champion`` moved to its version) only when al
 * ``champion_unchanged_since_evaluation`` and ``artifact_unchanged_since_evaluation`` (the
   checkpoint's SHA-256 is still the one the checks ran on) - added by :func:`apply_decision`.
 
+A promoted version with a large catalog gets its retrieval index before the alias moves
+(:mod:`registry.ann_publish`; the decision file says whether and why not).
+
 Every decision (promoted or not) writes a signed decision record on the candidate version
 (:mod:`registry.decision_record`: serving loads only versions whose record passed) and a model
 card (:mod:`registry.model_card`).
@@ -304,7 +307,13 @@ def apply_decision(settings: Settings, decision: PromotionDecision) -> dict[str,
             run_id=decision.candidate_run_id, run_date=decision.run_date,
         ))
 
+    retrieval_index = None
     if promote:
+        # Before the alias moves: serving must not find a large-catalog champion without its
+        # index. A failed build leaves the version serving by exact scoring, never unpromoted.
+        from registry.ann_publish import try_publish_index
+
+        retrieval_index = try_publish_index(settings, client, version, digest or decision.candidate_artifact_sha256)
         signed = sign(True, decision.checks)
         try:
             client.set_registered_model_alias(name, settings.champion_alias, version)
@@ -335,6 +344,7 @@ def apply_decision(settings: Settings, decision: PromotionDecision) -> dict[str,
         "champion_version_before": decision.champion_version,
         "champion_version_after": champion_after,
         "decision_record": signed or "kept: the version is the serving champion, promoted earlier",
+        "retrieval_index": retrieval_index,
     }
     settings.decisions_dir.mkdir(parents=True, exist_ok=True)
     path = settings.decisions_dir / f"{decision.run_date}.json"

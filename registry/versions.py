@@ -7,6 +7,9 @@ registry sees one path from the MLflow registry to a model that answers.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from core.settings import Settings
@@ -48,9 +51,21 @@ def download_registered_checkpoint(settings: Settings, version: str | int, clien
     # settings' client instead: the same lookup ``models:/<name>/<version>`` does.
     source = client.get_model_version_download_uri(name, str(version))
     dst = settings.models_dir / "registry" / name / str(version)
-    local = Path(mlflow.artifacts.download_artifacts(
-        artifact_uri=source, dst_path=str(dst), tracking_uri=settings.mlflow_uri
-    ))
+    dst.mkdir(parents=True, exist_ok=True)
+    # Into a private folder, then each file renamed into place: processes loading the same
+    # version at once (API workers) never read a file another one is still writing.
+    private = Path(tempfile.mkdtemp(prefix=".download-", dir=dst))
+    try:
+        fetched = Path(mlflow.artifacts.download_artifacts(
+            artifact_uri=source, dst_path=str(private), tracking_uri=settings.mlflow_uri
+        ))
+        local = dst / fetched.relative_to(private)
+        for path in [fetched] if fetched.is_file() else sorted(p for p in fetched.rglob("*") if p.is_file()):
+            target = local / path.relative_to(fetched) if path != fetched else local
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
     return local / CHECKPOINT_FILE if local.is_dir() else local
 
 

@@ -179,6 +179,10 @@ class Health(BaseModel):
     champion_refused: ChampionRefused | None = Field(
         None, description="The version the champion alias points at, refused by serving (no, failed "
                           "or unsigned decision record, replaced or broken artifact)")
+    retrieval: Literal["ann", "exact"] | None = Field(
+        None, description="ann: candidates from the version's nearest-neighbour index, scored "
+                          "exactly; exact: every item scored")
+    retrieval_reason: str | None = Field(None, description="Why the served model scores every item")
 
 
 class MetricsMiddleware:

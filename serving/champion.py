@@ -50,6 +50,9 @@ class Champion:
         self.on_swap = on_swap
         self.last_good = LastGood(settings)
         self.state: tuple[Any, str | None] = (None, None)  # (model, version), swapped as one
+        # How the served model ranks: {"mode": "ann" | "exact", "reason"} (serving.ann_retrieval);
+        # the index is part of the model object, so it is swapped with it.
+        self.retrieval: dict[str, Any] = {"mode": None, "reason": None}
         self.source: str | None = None  # "registry" or "last_good"
         self.refused: dict[str, str] = {}  # version -> why it was refused
         self._refused_tags: dict[str, Any] = {}  # version -> its record tags when refused
@@ -92,6 +95,7 @@ class Champion:
 
         try:
             model, version = self.last_good.load()
+            model, retrieval = self._with_index(model, self.last_good.link, self.last_good.recorded_digest())
         except LastGoodUnusable as exc:
             if reason == NO_PROMOTION_YET:  # a new installation: nothing was ever served
                 log.warning("nothing to serve yet: %s", reason)
@@ -105,7 +109,7 @@ class Champion:
             if self.state[0] is not None:
                 return  # the registry answered meanwhile: its champion wins
             self._last_good_reason = reason
-            self._install(model, version, "last_good")
+            self._install(model, version, "last_good", retrieval)
         self.metrics.reloads.labels(outcome="last_good").inc()
         log.warning("serving the last good copy of v%s: %s", version, reason)
 
@@ -145,7 +149,7 @@ class Champion:
                     return kept | {"error": self.refused[target]}
                 log.info("v%s's decision record changed since it was refused: checking it again", target)
             try:
-                model, staged, record, tags = self._load_verified(client, target)
+                model, staged, record, tags, retrieval = self._load_verified(client, target)
             except RegistryUnavailable as exc:
                 log.error("champion v%s not loaded, still serving v%s: %s", target, before, exc)
                 self._set_problem(target, str(exc))
@@ -161,7 +165,7 @@ class Champion:
                 return kept | {"error": str(exc)}
             with self._swap_lock:
                 self.problem = None
-                self._install(model, target, "registry")
+                self._install(model, target, "registry", retrieval)
             self.refused.pop(target, None)
             self._refused_tags.pop(target, None)
             self.metrics.reloads.labels(outcome="swapped").inc()
@@ -170,8 +174,8 @@ class Champion:
             return {"model_version": target, "changed": True, "error": None, "previous_version": before}
 
     def _load_verified(self, client, version: str):
-        """``(model, staged copy, record, tags)``: the checkpoint is copied once, and the copy is
-        what is checked against the record and then loaded."""
+        """``(model, staged copy, record, tags, retrieval)``: the checkpoint (and its retrieval
+        index) is copied once, and the copy is what is checked against the record and loaded."""
         from registry.decision_record import RECORD_TAG, verify_servable
         from registry.versions import ModelLoadError, download_registered_checkpoint, load_recommender
 
@@ -193,13 +197,21 @@ class Champion:
             except Exception as exc:  # noqa: BLE001 - whatever broke, this version cannot serve
                 log.error("loading %s v%s failed: %s: %s", name, version, type(exc).__name__, exc)
                 raise ModelLoadError(f"{name} v{version} cannot be loaded ({type(exc).__name__})") from exc
+            model, retrieval = self._with_index(model, checkpoint.parent, record["artifact_sha256"])
             tags = client.get_model_version(name, version).tags or {}
         except BaseException:  # DecisionRefused and ModelLoadError included: nothing is kept
             staged.discard()
             raise
         if json.loads(tags.get(RECORD_TAG) or "null") != record:
             tags = None  # the record changed after the check: keep no copy of this load
-        return model, staged, record, tags
+        return model, staged, record, tags, retrieval
+
+    def _with_index(self, model, folder, checkpoint_sha256: str):
+        """``(model, retrieval)``: above the catalog threshold, the model with its version's
+        retrieval index; exact scoring (and why) otherwise. Never raises."""
+        from serving.ann_retrieval import with_index
+
+        return with_index(self.settings, model, folder, checkpoint_sha256)
 
     def _keep(self, staged, version: str, record: dict[str, Any], tags: dict[str, str] | None) -> None:
         """Make this load the last good copy; failing to (a full disk) never stops serving."""
@@ -225,10 +237,11 @@ class Champion:
 
     # ---------------------------------------------------------------- state
 
-    def _install(self, model, version: str, source: str) -> None:
+    def _install(self, model, version: str, source: str, retrieval: dict[str, Any]) -> None:
         with self._swap_lock:
             self.state = (model, version)  # one assignment: atomic for every reader
             self.source = source
+            self.retrieval = retrieval
             self.on_swap()
             self.metrics.serving(model.model_name, version)
             self._publish()
@@ -260,5 +273,7 @@ class Champion:
             "status": status, "model_name": None if model is None else model.model_name,
             "model_version": version, "served_from": self.source if model is not None else None,
             "reason": reason, "champion_refused": refused,
+            "retrieval": None if model is None else self.retrieval["mode"],
+            "retrieval_reason": None if model is None else self.retrieval["reason"],
         }
         self.metrics.status(status, None if refused is None else refused["version"])

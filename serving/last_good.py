@@ -6,9 +6,10 @@ with that record and its signature. When the champion cannot be loaded at start 
 unreachable, alias on a broken or refused version), this copy serves instead of nothing.
 
 Layout: ``last_good_dir`` is a symlink to one complete folder under ``last_good.versions/``
-(``checkpoint.pt`` + ``decision.json``). A folder is filled and synced first, then the link is
-replaced in one ``rename``; a crash at any point leaves the previous copy or the new one, never
-half of either. The copy is verified again when used (the same signature and digest checks as
+(``checkpoint.pt`` + ``decision.json``, and the version's retrieval index when it has one:
+:mod:`registry.ann_index`, checked again on use like the checkpoint). A folder is filled and
+synced first, then the link is replaced in one ``rename``; a crash at any point leaves the
+previous copy or the new one, never half of either. The copy is verified again when used (the same signature and digest checks as
 the registry's), so a file edited on disk is refused like a hand-moved alias.
 """
 
@@ -72,9 +73,15 @@ class Staged:
         self.checkpoint = folder / CHECKPOINT
 
     def take(self, downloaded: Path) -> Path:
-        """Copy the downloaded checkpoint into this private folder and return the copy: the
-        file verified is the file loaded, whatever later happens to the download folder."""
+        """Copy the downloaded checkpoint (and the retrieval index beside it) into this private
+        folder and return the copy: the file verified is the file loaded, whatever later happens
+        to the download folder."""
+        from registry.ann_index import FILES
+
         shutil.copyfile(downloaded, self.checkpoint)
+        for name in FILES:
+            if (downloaded.parent / name).is_file():
+                shutil.copyfile(downloaded.parent / name, self.folder / name)
         return self.checkpoint
 
     def keep(self, version: str, tags: dict[str, str]) -> None:
@@ -87,7 +94,10 @@ class Staged:
             "saved_at": datetime.now(timezone.utc).isoformat(),
         }
         (self.folder / DECISION).write_text(json.dumps(meta, indent=2))
-        for path in (self.checkpoint, self.folder / DECISION, self.folder):
+        from registry.ann_index import FILES
+
+        index_files = [self.folder / name for name in FILES if (self.folder / name).is_file()]
+        for path in (self.checkpoint, *index_files, self.folder / DECISION, self.folder):
             _fsync(path)
         self.store._link(self.folder)
 
@@ -133,6 +143,16 @@ class LastGood:
             return json.loads((self.link / DECISION).read_text())
         except (OSError, ValueError):
             return None
+
+    def recorded_digest(self) -> str:
+        """The checkpoint SHA-256 the kept copy's record names ("" when unreadable); after a
+        successful :meth:`load`, the digest of the checkpoint loaded."""
+        from registry.decision_record import RECORD_TAG
+
+        try:
+            return str(json.loads(self.saved()["tags"][RECORD_TAG])["artifact_sha256"])
+        except (KeyError, TypeError, ValueError):
+            return ""
 
     def holds(self, version: str, artifact_sha256: str) -> bool:
         """Whether the copy already is this version with this artifact (nothing to rewrite)."""

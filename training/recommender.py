@@ -50,6 +50,45 @@ class Recommender:
         """``input_ids [B, L]`` (left-padded indices) -> ``[B, N + 1]`` scores, fp32 or fp64."""
         return self.model.score_last(input_ids.to(self.device))  # [B, N + 1]
 
+    def input_batch(self, encoded: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Encoded histories (see :meth:`encode_history`, none empty) -> ``[B, L]``, left-padded."""
+        width = max(len(e) for e in encoded)
+        x = torch.zeros(len(encoded), width, dtype=torch.long)  # [B, L], left-padded
+        for r, e in enumerate(encoded):
+            x[r, width - len(e):] = torch.tensor(list(e), dtype=torch.long)
+        return x
+
+    def excluded_indices(self, history: Iterable[str], exclude: Iterable[str] = ()) -> list[int]:
+        """Vocabulary indices a ranking for ``history`` must never show: ``exclude``, and the
+        history itself when the model's rule excludes seen items."""
+        excluded = set(exclude) | (set(history) if self.exclude_seen else set())
+        return [self.vocab.index(i) for i in excluded if i in self.vocab]
+
+    @property
+    def item_embeddings(self) -> torch.Tensor | None:
+        """The scoring matrix ``[N + 1, D]`` (an item's score is <user vector, its row>), computed
+        once; None for models that score otherwise (popularity, co-visitation, ...). Retrieval
+        indexes are built from it and candidates re-scored with it."""
+        if not hasattr(self, "_item_embeddings"):
+            with torch.no_grad():
+                table = getattr(self.model, "output_embeddings", None)
+                self._item_embeddings = None if table is None else table.detach().float().cpu().contiguous()
+        return self._item_embeddings
+
+    @torch.no_grad()
+    def user_vectors(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``input_ids [B, L]`` -> the hidden states ``[B, D]`` that :meth:`score` multiplies with
+        :attr:`item_embeddings` (``score == user_vectors @ item_embeddings.T`` but column 0).
+        Callers check that identity on a probe before trusting it for a new architecture."""
+        x = input_ids.to(self.device)
+        if getattr(self.model, "objective", None) == "masked":
+            # As the masked models' score_last: read at a [MASK] after the newest item, the
+            # oldest step dropped when the input is already max_len long.
+            keep = x if x.shape[1] < self.config.max_len else x[:, 1:]  # [B, L']
+            mask = torch.full((x.shape[0], 1), self.model.mask_token, dtype=x.dtype, device=x.device)  # [B, 1]
+            x = torch.cat([keep, mask], dim=1)  # [B, L' + 1]
+        return self.model.forward(x)[:, -1, :].float().cpu()  # [B, D]
+
     def recommend(
         self, recent_item_ids: Sequence[str], k: int = 10, exclude: Iterable[str] = ()
     ) -> list[tuple[str, float]]:
@@ -61,16 +100,16 @@ class Recommender:
         """
         if k <= 0:
             return []
-        excluded = set(exclude) | (set(recent_item_ids) if self.exclude_seen else set())
         encoded = self.encode_history(recent_item_ids)
         if not encoded:
+            excluded = set(exclude) | (set(recent_item_ids) if self.exclude_seen else set())
             counts = self.popular_item_counts or [0] * len(self.popular_item_ids)
             ranked = [(i, float(c)) for i, c in zip(self.popular_item_ids, counts) if i not in excluded]
             return ranked[:k]
         x = torch.tensor([encoded], dtype=torch.long)  # [1, L]
         scores = self.score(x)[0].double().cpu()  # [N + 1]
         scores[0] = float("-inf")
-        excluded_idx = [self.vocab.index(i) for i in excluded if i in self.vocab]
+        excluded_idx = self.excluded_indices(recent_item_ids, exclude)
         if excluded_idx:
             scores[torch.tensor(excluded_idx, dtype=torch.long)] = float("-inf")
         top_scores, top_idx = scores.topk(min(k, scores.numel()))  # [k], [k]
@@ -92,14 +131,11 @@ class Recommender:
                 out[i] = self.recommend(history, k)  # popularity, as recommend() answers it
         for start in range(0, len(known), batch_size):
             rows = known[start:start + batch_size]
-            width = max(len(encoded[i]) for i in rows)
-            x = torch.zeros(len(rows), width, dtype=torch.long)  # [B, L], left-padded
-            for r, i in enumerate(rows):
-                x[r, width - len(encoded[i]):] = torch.tensor(encoded[i], dtype=torch.long)
+            x = self.input_batch([encoded[i] for i in rows])  # [B, L]
             scores = self.score(x).double().cpu()  # [B, N + 1]
             scores[:, 0] = float("-inf")
             for r, i in enumerate(rows if self.exclude_seen else ()):
-                seen = [self.vocab.index(item) for item in set(histories[i]) if item in self.vocab]
+                seen = self.excluded_indices(histories[i])
                 if seen:
                     scores[r, torch.tensor(seen, dtype=torch.long)] = float("-inf")
             top_scores, top_idx = scores.topk(min(k, scores.shape[1]), dim=1)  # [B, k]
