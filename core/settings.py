@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     # Features and models look at a user's last K items.
     max_sequence_length: int = 50
     feast_online_store: str = "sqlite"  # "sqlite" or "redis"
+    # How materialization writes Redis: "bulk" (features/bulk_materialize.py: Feast's keys and
+    # values, encoded a column at a time), "standard" (Feast's write_to_online_store), "auto"
+    # (bulk on Redis for the views it supports, standard otherwise). Same rows either way.
+    feast_materialize_route: Literal["auto", "bulk", "standard"] = "auto"
     redis_connection_string: str = "127.0.0.1:6379"
     # Empty: a SQLite file under home. Read from MLflow's own variable, MLFLOW_TRACKING_URI.
     mlflow_tracking_uri: str = Field("", validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "mlflow_tracking_uri"))
@@ -89,7 +93,7 @@ class Settings(BaseSettings):
     exclude_seen: str = "auto"
     repeat_share_threshold: float = 0.05
     # What `model=auto` trains and picks from, by validation metric.
-    auto_models: str = "repeat,covisitation,sknn,gru4rec,sasrec"
+    auto_models: str = "repeat,covisitation,sknn,gru4rec,sasrec,hybrid"
     # Serving: how often the API checks the registry's champion alias (0 disables the poller),
     # how long a request waits for the online store before answering from popularity, and
     # "live" (model per request) or "precomputed" (top-K lists written after promotion).
@@ -118,6 +122,14 @@ class Settings(BaseSettings):
     # run in a pool of this many threads, off the event loop.
     serving_max_concurrency: int = 64
     serving_batch_workers: int = 2
+    # Catalog-scale retrieval: a champion with item embeddings and at least ann_min_catalog
+    # items takes its candidates (ann_candidates, or more when filters need them) from the
+    # approximate nearest-neighbour index built at promotion (registry.ann_index), then scores
+    # and filters them exactly; below, and without an index, every item is scored.
+    # ann_ef_search is the graph search's breadth: recall against time per query.
+    ann_min_catalog: int = 100_000
+    ann_candidates: int = 200
+    ann_ef_search: int = 128
 
     # ---- derived locations (one place, so every stage agrees) ----
     @property

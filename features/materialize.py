@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.settings import Settings
 from features.online_reader import as_utc, online_timestamps
-from features.store import PROJECT, TIMESTAMP_FIELD, feature_store
+from features.store import PROJECT, STATIC_FEATURE_TIME, TIMESTAMP_FIELD, feature_store
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -42,7 +42,9 @@ def materialize(
     on Redis past Feast's own newer-wins check, instead of freezing the entity for good.
     Each view is written with Feast's ``write_to_online_store`` in one batch: on SQLite one
     transaction, on Redis one HSET per entity, so a concurrent reader sees an entity's old row
-    or its new one, never a mix.
+    or its new one, never a mix. On Redis, ``settings.feast_materialize_route`` ("auto": bulk
+    where supported) writes the same rows through :mod:`features.bulk_materialize` instead:
+    the same keys, values, rules and summary, encoded a column at a time.
 
     Returns ``{"start", "end", "online_store", "feature_views": {name: {"rows", "entities",
     "written", "replaced_future"}}}``: source rows in the interval, distinct entities among
@@ -63,7 +65,19 @@ def materialize(
     trusted_until = datetime.now(timezone.utc) + timedelta(minutes=settings.max_future_skew_minutes)
     overwriting_store = None
     summary = {}
+    # Views without expiry (item attributes) load whole, whatever the interval: _load_static.
+    for view in [view for view in views if is_static(view)]:
+        summary[view.name] = _load_static(settings, store, view, end, project)
+    views = [view for view in views if view.name not in summary]
+    if settings.feast_materialize_route != "standard":
+        from features.bulk_materialize import bulk_materialize, bulk_views
+
+        chosen = bulk_views(settings.feast_materialize_route, store, views)
+        if chosen:
+            summary.update(bulk_materialize(store, chosen, start, end, trusted_until))
     for view in sorted(views, key=lambda v: v.name):
+        if view.name in summary:
+            continue
         rows, latest = _latest_rows(view, start, end)
         fresh, over_future = _not_older_than_online(store, view, latest, trusted_until)
         if len(fresh):
@@ -85,7 +99,7 @@ def materialize(
         "start": start.isoformat(),
         "end": end.isoformat(),
         "online_store": store.config.online_store.type,
-        "feature_views": summary,
+        "feature_views": dict(sorted(summary.items())),
     }
 
 
@@ -137,3 +151,28 @@ def _not_older_than_online(
         keep.append(not untrusted and (online is None or as_utc(row_ts) >= online))
         over_future.append(untrusted)
     return latest[keep].reset_index(drop=True), latest[over_future].reset_index(drop=True)
+
+
+def is_static(view: Any) -> bool:
+    """A view without expiry (Feast's ttl 0 or none): descriptors valid at every time."""
+    return not view.ttl
+
+
+def _load_static(settings: Settings, store: FeatureStore, view: Any, end: datetime, project: str) -> dict[str, int]:
+    """Write every entity's latest row of a static view (stamped ``STATIC_FEATURE_TIME``, so up
+    to ``end`` means all of them), replacing what is stored.
+
+    A nightly interval never holds the epoch stamp, yet an item table imported at any time must
+    reach the online store, and a re-import must replace it: its rows carry the same stamp, which
+    Feast's Redis store would skip as not newer, so Redis is written with that check off. Items
+    no longer in the table keep their online row, as entities of the other views do.
+    """
+    rows, latest = _latest_rows(view, STATIC_FEATURE_TIME, end)
+    if len(latest):
+        writer = store
+        if store.config.online_store.type == "redis":
+            writer = feature_store(settings, project=project, redis_overwrite=True, redis_batch=True)
+        writer.write_to_online_store(view.name, latest, allow_registry_cache=True)
+    summary = {"rows": rows, "entities": len(latest), "written": len(latest), "replaced_future": 0}
+    logger.info("materialized static view %s (whole table up to %s): %s", view.name, end, summary)
+    return summary
