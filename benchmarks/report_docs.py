@@ -19,6 +19,8 @@ from typing import Any, Callable, Sequence
 
 from benchmarks import amazon_loo, common
 from benchmarks.ingest_throughput import BASELINE, FLOOR, GENERATOR, SPARK
+from benchmarks.materialize_throughput import section as materialize_section
+from benchmarks.report_serving_scale import serving_capacity, serving_catalog
 
 Records = Sequence[dict[str, Any]]
 TEMPLATES = Path(__file__).resolve().with_name("templates")
@@ -27,6 +29,7 @@ TEMPLATES = Path(__file__).resolve().with_name("templates")
 INGEST_BASELINES = {BASELINE: "DuckDB, one process", FLOOR: "floor: read+write only (DuckDB)"}
 # Clear margin: at least 10 % more test NDCG@10 than the best non-neural model of the data set.
 NON_NEURAL = ("popularity", "covisitation", "sknn")
+COLD_START = "-cold-start"  # in the dataset of benchmarks.amazon_cold_start's records
 CLEAR_MARGIN = 0.10
 
 
@@ -128,9 +131,35 @@ def margin_verdict(dataset_rows: dict[str, dict[str, Any]], model: str) -> str:
     return f"{verdict}{change:+.0%} vs {best}{caveat}"
 
 
+def with_spread(row: dict[str, Any], metric: str) -> str:
+    """A figure, and for a several-seed mean its range: ``0.0612 (0.0601-0.0620, 3 seeds)``."""
+    low, high = row.get(f"{metric}_seed_min"), row.get(f"{metric}_seed_max")
+    if low is None or high is None or not row.get("n_seeds"):
+        return fmt(row.get(metric))
+    return f"{fmt(row.get(metric))} ({fmt(low)}-{fmt(high)}, {fmt(row['n_seeds'], 0)} seeds)"
+
+
+def cold_start_table(records: Records) -> list[dict]:
+    """``benchmarks.amazon_cold_start``'s rows: recall@20 on the new items' targets and on the rest."""
+    last = {(r["dataset"], r["model"]): r for r in records}
+    rows = [[dataset.removeprefix("amazon-"), model, fmt(row.get("recall_at_20_cold")),
+             fmt(row.get("recall_at_20_warm")), fmt(row.get("n_cold_targets"), 0), str(last[dataset, model]["date"])[:10]]
+            for (dataset, model), row in sorted(common.by_key(records, "dataset", "model").items())]
+    commands = first_seen(r["command"] for r in records)
+    machines = first_seen(common.hardware_summary(r["hardware"]) for r in records)
+    return [text("Cold-start items (test targets whose item is absent from training and every input):"),
+            table(["split", "model", "recall@20 cold", "recall@20 warm", "cold targets", "date"], rows, "llrrrl"),
+            text("Hardware: " + "; ".join(machines) + ".\n\nCommands:\n\n" + "\n".join(f"    {c}" for c in commands))]
+
+
 def amazon_loo_table(records: Records, baselines_from: Records = ()) -> list[dict]:
     """One row per (dataset, model); the margin also counts the non-neural rows of ``baselines_from``
-    (the CPU table's, for the GPU runs: those models are run on CPU only)."""
+    (the CPU table's, for the GPU runs: those models are run on CPU only). The cold-start rows
+    (``benchmarks.amazon_cold_start``) go to a table of their own."""
+    cold = [r for r in records if COLD_START in r["dataset"]]
+    records = [r for r in records if COLD_START not in r["dataset"]]
+    if not records:
+        return cold_start_table(cold) if cold else []
     rows_by = common.by_key(records, "dataset", "model")
     last = {(r["dataset"], r["model"]): r for r in records}
     per_dataset: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
@@ -143,7 +172,7 @@ def amazon_loo_table(records: Records, baselines_from: Records = ()) -> list[dic
     for (dataset, model), row in sorted(rows_by.items()):
         short, rec = dataset.removeprefix("amazon-"), last[(dataset, model)]
         pub = amazon_loo.published(short, model)
-        rows.append([short, model, fmt(row.get("hr_at_10")), fmt(row.get("ndcg_at_10")),
+        rows.append([short, model, with_spread(row, "hr_at_10"), with_spread(row, "ndcg_at_10"),
                      fmt(pub[0]) if pub else "", fmt(pub[1]) if pub else "", fmt(row.get("val_ndcg_at_10")),
                      margin_verdict(per_dataset[dataset], model), fmt(row.get("train_seconds"), 0),
                      fmt(row.get("sequences_per_second"), 0), fmt(row.get("peak_rss"), 0),
@@ -162,7 +191,8 @@ def amazon_loo_table(records: Records, baselines_from: Records = ()) -> list[dic
     if ratios:  # ours / RecBole's SASRec, measured in the same invocation (--recbole-python)
         blocks.append(table(["dataset", "model", "baseline", "train time ratio", "NDCG@10 ratio", "date"],
                             ratios, "lllrrl"))
-    return blocks + [text("Commands:\n\n" + "\n".join(f"    {c}" for c in commands))]
+    blocks.append(text("Commands:\n\n" + "\n".join(f"    {c}" for c in commands)))
+    return blocks + (cold_start_table(cold) if cold else [])
 
 
 def amazon_loo_section(records: Records, _: Path) -> list[dict]:
@@ -179,7 +209,7 @@ def amazon_loo_gpu(records: Records, results_dir: Path) -> list[dict]:
     here, there = common.by_key(records, "dataset", "model"), common.by_key(cpu, "dataset", "model")
     rows = []
     for key, row in sorted(here.items()):
-        other = there.get(key)
+        other = there.get(key) if COLD_START not in key[0] else None  # no speed figures in those rows
         if other is not None:
             rows.append([key[0].removeprefix("amazon-"), key[1], fmt(row.get("sequences_per_second"), 0),
                          fmt(other.get("sequences_per_second"), 0),
@@ -268,6 +298,8 @@ SECTIONS: dict[str, Callable[[Records, Path], list[dict]]] = {
     "ingest_throughput": ingest_throughput, "feature_latency": feature_latency, "amazon_loo": amazon_loo_section,
     "amazon_loo_gpu": amazon_loo_gpu, "serving_load": serving_load, "serving_overload": serving_overload,
     "session_logs": session_logs,
+    "serving_catalog": serving_catalog, "serving_capacity": serving_capacity,
+    "materialize_throughput": materialize_section,
 }
 
 
