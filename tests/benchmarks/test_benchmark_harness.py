@@ -51,7 +51,9 @@ def test_renderer_reproduces_the_committed_tables() -> None:
     """Every generated section of docs/benchmarks.md is what the committed results files give."""
     committed = common.DOCS_PATH.read_text(encoding="utf-8")
     rendered, done = report_docs.render_docs(committed, common.RESULTS_DIR)
-    assert set(done) == set(report_docs.SECTIONS)
+    # A section whose benchmark has not been measured yet (no results file) keeps empty markers.
+    measured = {name for name in report_docs.SECTIONS if common.read_results(common.RESULTS_DIR / f"{name}.json")}
+    assert set(done) == measured and {"amazon_loo", "serving_load", "ingest_throughput"} <= measured
     assert rendered == committed
 
 
