@@ -2,7 +2,8 @@
 
 Each app gets its own :class:`~prometheus_client.CollectorRegistry`, so several apps in one
 process (tests) never collide on metric names, and the default registry's process collectors do
-not leak in.
+not leak in. Their values are kept in memory even after Feast switched prometheus_client to its
+file-backed multiprocess mode (see :func:`_in_memory_values`).
 
 * ``recsys_requests_total{endpoint, status}`` - answered requests by route template and status code;
 * ``recsys_request_latency_seconds{endpoint}`` - histogram of the time spent in the app;
@@ -29,6 +30,7 @@ from __future__ import annotations
 import warnings
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import values as prometheus_values
 
 FALLBACK_REASONS = ("unknown_user", "no_known_items", "feature_store_timeout", "feature_store_error",
                     "model_error")
@@ -37,10 +39,25 @@ SERVING_STATUSES = ("ok", "degraded", "no_model")
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
+def _in_memory_values() -> None:
+    """Keep metric values in this process's memory.
+
+    Importing ``feast.metrics`` before prometheus_client (Feast does so lazily, inside
+    materialize and ``get_online_features``) sets ``PROMETHEUS_MULTIPROC_DIR`` for Feast's
+    gunicorn feature server, and prometheus_client then backs every metric of the process with
+    files keyed by metric name: two apps in one process would count into each other's
+    ``recsys_model_reloads_total``. The API exports its own registry per app and never runs
+    Feast's feature server, so the plain in-memory values are the right ones here.
+    """
+    if prometheus_values.ValueClass is not prometheus_values.MutexValue:
+        prometheus_values.ValueClass = prometheus_values.MutexValue
+
+
 class ServingMetrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
+        _in_memory_values()
         self.registry = CollectorRegistry()
         self.requests = Counter("recsys_requests", "Answered HTTP requests", ["endpoint", "status"],
                                 registry=self.registry)

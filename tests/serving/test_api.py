@@ -45,7 +45,9 @@ def test_health_names_the_champion(client):
     response = client.get("/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "model_name": "sasrec", "model_version": "1",
-                               "served_from": "registry", "reason": None, "champion_refused": None}
+                               "served_from": "registry", "reason": None, "champion_refused": None,
+                               "retrieval": "exact",
+                               "retrieval_reason": "catalog of 30 items, below RECSYS_ANN_MIN_CATALOG (100000)"}
 
 
 def test_known_user_gets_unseen_items_from_the_champion(client, served, world):
