@@ -128,8 +128,8 @@ class Settings(BaseSettings):
     # and filters them exactly; below, and without an index, every item is scored.
     # ann_ef_search is the graph search's breadth: recall against time per query.
     ann_min_catalog: int = 100_000
-    ann_candidates: int = 200
-    ann_ef_search: int = 128
+    ann_candidates: int = 100
+    ann_ef_search: int = 100
 
     # ---- derived locations (one place, so every stage agrees) ----
     @property

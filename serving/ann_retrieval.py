@@ -22,6 +22,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import torch
 
 from core.settings import Settings
@@ -43,7 +44,7 @@ class AnnRecommender:
         self.index = index
         self.candidates = max(1, int(candidates))
         self.breadth = max(1, int(breadth))
-        self._table = base.item_embeddings  # [N + 1, D], the rows the model scores with
+        self._table = base.item_embeddings.numpy()  # [N + 1, D], the rows the model scores with
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for attributes this class lacks: the model's own (name, vocabulary, ...).
@@ -79,24 +80,28 @@ class AnnRecommender:
 
     def _rank(self, histories: Sequence[Sequence[str]], encoded: Sequence[list[int]],
               excludes: Sequence[Iterable[str]], k: int) -> list[list[tuple[str, float]]]:
+        # numpy, not torch, past the forward: a few hundred candidates per user, where each
+        # torch call's fixed cost would outweigh its arithmetic.
         base = self.base
-        vectors = base.user_vectors(base.input_batch(encoded))  # [B, D]
+        vectors = base.user_vectors(base.input_batch(encoded)).numpy()  # [B, D]
         excluded = [base.excluded_indices(h, e) for h, e in zip(histories, excludes)]
         # Room for the filtered items, so k answers remain after filtering.
         n = max(self.candidates, k + max(len(e) for e in excluded))
-        found = torch.from_numpy(self.index.search(vectors.numpy(), n, self.breadth))  # [B, C]
-        rows = self._table[found.clamp(min=0)]  # [B, C, D]
-        scores = torch.bmm(rows, vectors.unsqueeze(-1)).squeeze(-1).double()  # [B, C]
-        scores[found <= 0] = float("-inf")  # padding, or fewer than C found
+        found = self.index.search(vectors, n, self.breadth)  # [B, C]
+        rows = self._table[np.maximum(found, 0)]  # [B, C, D]
+        # einsum's own loop, not BLAS: a BLAS call this small may wake its thread pool.
+        scores = np.einsum("bcd,bd->bc", rows, vectors).astype(np.float64)  # [B, C]
+        scores[found <= 0] = -np.inf  # padding, or fewer than C found
         for r, idx in enumerate(excluded):
-            if idx:
-                scores[r, torch.isin(found[r], torch.tensor(idx, dtype=found.dtype))] = float("-inf")
-        top_scores, top_pos = scores.topk(min(k, scores.shape[1]), dim=1)  # [B, k]
-        top_idx = found.gather(1, top_pos)  # [B, k]
-        return [
-            [(base.vocab.item(int(j)), float(v)) for v, j in zip(s.tolist(), i.tolist()) if v != float("-inf")]
-            for s, i in zip(top_scores, top_idx)
-        ]
+            if idx:  # a set lookup per candidate: cheaper than np.isin's sorting at this size
+                drop = set(idx)
+                scores[r, [c for c, j in enumerate(found[r].tolist()) if j in drop]] = -np.inf
+        top = min(k, scores.shape[1])
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :top]  # [B, k]
+        top_scores = np.take_along_axis(scores, order, axis=1).tolist()  # [B, k]
+        top_idx = np.take_along_axis(found, order, axis=1).tolist()  # [B, k]
+        item = base.vocab.item
+        return [[(item(j), v) for v, j in zip(s, i) if v != -np.inf] for s, i in zip(top_scores, top_idx)]
 
     def smoke_test(self, k: int = 10) -> None:
         """The model's own smoke checks (finite, distinct answers), run on this path."""

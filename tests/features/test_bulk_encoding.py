@@ -114,6 +114,8 @@ def test_string_lists_match_feast():
     assert encoder.encode(column).to_pylist() == expected
     assert encoder.encode(column.slice(2, 3)).to_pylist() == expected[2:5]  # offsets of a slice
     assert encoder.encode(column.cast(pa.large_list(pa.string()))).to_pylist() == expected
+    no_items = pa.array([[], None, []], pa.list_(pa.string()))
+    assert encoder.encode(no_items).to_pylist() == feast_bytes(no_items, ValueType.STRING_LIST)
 
 
 def test_dictionary_encoded_items_encode_as_plain_ones():
