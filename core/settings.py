@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     repeat_share_threshold: float = 0.05
     # What `model=auto` trains and picks from, by validation metric.
     auto_models: str = "repeat,covisitation,sknn,gru4rec,sasrec,hybrid"
+    # The night's training budget: minutes of optimisation for each model the candidate stage
+    # trains (auto trains several); the epoch reached when it runs out is validated and the best
+    # epoch kept. 0: no limit (epochs and early stopping decide). Evaluation is outside it.
+    train_max_minutes: float = 0.0
     # Serving: how often the API checks the registry's champion alias (0 disables the poller),
     # how long a request waits for the online store before answering from popularity, and
     # "live" (model per request) or "precomputed" (top-K lists written after promotion).

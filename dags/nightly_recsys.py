@@ -94,6 +94,11 @@ Logs of every stage are structured (`key=value`, or JSON with `RECSYS_LOG_FORMAT
             20, type="integer", minimum=1, maximum=500, title="Epochs",
             description="Maximum training epochs (early stopping on validation NDCG@10).",
         ),
+        "train_minutes": Param(
+            0, type="number", minimum=0, maximum=1440, title="Training budget (minutes per model)",
+            description="0: RECSYS_TRAIN_MAX_MINUTES (0 there: no limit). Each model trained stops "
+                        "optimising when its minutes run out; its best validated epoch is kept.",
+        ),
         "readmit": Param(
             False, type="boolean", title="Re-admit the arrival day",
             description="The quality gate rejected this date before and you checked it: let its rows "
@@ -177,7 +182,7 @@ def nightly_recsys():
             return stages.train_candidate(
                 settings(), date.fromisoformat(run_date), params["model"], int(params["epochs"]),
                 protocol=chosen("protocol"), test_days=chosen("test_days"), val_days=chosen("val_days"),
-                exclude_seen=chosen("exclude_seen"),
+                exclude_seen=chosen("exclude_seen"), max_minutes=chosen("train_minutes"),
             )
 
     @task

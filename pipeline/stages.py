@@ -149,15 +149,18 @@ def materialize_features(
 def train_candidate(
     settings: Settings, run_date: date, model_name: str, epochs: int, *,
     protocol: str | None = None, test_days: float | None = None, val_days: float | None = None,
-    exclude_seen: str | None = None,
+    exclude_seen: str | None = None, max_minutes: float | None = None,
 ) -> dict[str, Any]:
     """PyTorch + MLflow: train the candidate (``auto``: the best of several on validation) and
     the popularity baseline, register the candidate. ``None`` leaves a choice to the settings
-    (and the settings' ``auto`` to the log: see training.protocol)."""
+    (and the settings' ``auto`` to the log: see training.protocol); ``max_minutes`` is each
+    model's optimisation budget (``settings.train_max_minutes``; 0: none)."""
     from training.tracking import train_and_log
 
+    minutes = settings.train_max_minutes if max_minutes is None else max_minutes
     summary = train_and_log(settings, run_date, model_name=model_name, epochs=epochs, protocol=protocol,
-                            test_days=test_days, val_days=val_days, exclude_seen=exclude_seen)
+                            test_days=test_days, val_days=val_days, exclude_seen=exclude_seen,
+                            max_train_seconds=minutes * 60.0 if minutes else None)
     split = summary["split"]
     log.info("evaluation protocol %s (%s); %s val / %s test examples; exclude_seen=%s (%s); candidate %s",
              split["protocol"], split.get("protocol_reason"), split["n_val_examples"], split["n_test_examples"],

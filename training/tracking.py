@@ -197,6 +197,7 @@ def train_and_log(
         "artifact_uri": f"{run.info.artifact_uri}/{CHECKPOINT_ARTIFACT_DIR}",
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
+        "stopped_by": result.stopped_by,
         "device": result.device,
         "requested_model": requested,
         "candidates": candidates,
