@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from benchmarks import amazon_loo, common
+from benchmarks.big_night import section as big_night_section
 from benchmarks.ingest_throughput import BASELINE, FLOOR, GENERATOR, SPARK
 from benchmarks.materialize_throughput import section as materialize_section
 from benchmarks.report_serving_scale import serving_capacity, serving_catalog
@@ -299,7 +300,7 @@ SECTIONS: dict[str, Callable[[Records, Path], list[dict]]] = {
     "amazon_loo_gpu": amazon_loo_gpu, "serving_load": serving_load, "serving_overload": serving_overload,
     "session_logs": session_logs,
     "serving_catalog": serving_catalog, "serving_capacity": serving_capacity,
-    "materialize_throughput": materialize_section,
+    "materialize_throughput": materialize_section, "big_night": big_night_section,
 }
 
 

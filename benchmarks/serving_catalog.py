@@ -12,7 +12,8 @@ in the same run:
 * the index's build time (at promotion) and size on disk;
 * ``uvicorn serving.app:app`` driven open-loop at ``--rate`` for ``--duration`` seconds twice:
   with the index, and with ``RECSYS_ANN_MIN_CATALOG`` above the catalog (exact scoring of every
-  item, the baseline). ``/health`` is checked to name the retrieval each server uses.
+  item, the baseline), each after a warm-up of a few seconds at the same rate. ``/health`` is
+  checked to name the retrieval each server uses.
 
     python -m benchmarks.serving_catalog                          # 1,000,000 items, 200 req/s, 20 s
     python -m benchmarks.serving_catalog --items 100000 --duration 5 --online-store redis
@@ -39,6 +40,7 @@ NAME = "serving_catalog"
 MODULE = "benchmarks.serving_catalog"
 CHECK = "synthetic_benchmark_catalog"
 EXACT_ENV = {"RECSYS_ANN_MIN_CATALOG": str(2**62)}  # no catalog reaches it: every item scored
+WARM_UP_S = 3.0
 ANN_MIN_CATALOG = 100_000  # the default threshold; --ann-min-catalog lowers it for a quick look
 
 
@@ -155,7 +157,9 @@ def serve_and_load(settings, users: list[str], mode: str, rate: float, duration:
         body = health(base_url)
         if body.get("retrieval") != mode:
             raise RuntimeError(f"the {mode} server reports retrieval {body.get('retrieval')!r}: {body}")
-        run_load(open_loop(base_url, users, 20, 2, seed=99))  # warm-up, not reported
+        # Warm-up at the offered rate, not reported: a cold server's first second at this rate
+        # opens its online-store connections (the async Redis pool grows to the concurrency).
+        run_load(open_loop(base_url, users, rate, WARM_UP_S, seed=99))
         return run_load(open_loop(base_url, users, rate, duration, seed=1)) | {"mode": mode}
     finally:
         common.stop_process(server)
