@@ -12,10 +12,11 @@ default Params (``model=auto``, 20 epochs), each one ``pipeline.stages`` call in
 the process's wall seconds, its tree's CPU seconds and the peak of its tree's summed RSS (sampled
 every 0.5 s; Spark's driver JVM is in the tree). A failed stage stops the night; the teardown
 ``write_nightly_report`` still runs. ``--train-minutes`` is the night's training budget, shared
-by the models ``auto`` optimises (the stage's ``RECSYS_TRAIN_MAX_MINUTES`` is per model; 0: none). ``--standalone`` runs the same night again on a local standalone master and worker
-(``RECSYS_SPARK_MASTER``, which moves ingestion; ``--dbt-target spark`` also moves dbt, but the
-stages after it read DuckDB only: docs/scale_out.md); ``--redis`` puts the online store on a
-private redis-server. Figures: ``benchmarks/results/big_night.json``.
+by the models ``auto`` optimises (the stage's ``RECSYS_TRAIN_MAX_MINUTES`` is per model; 0: none).
+``--standalone`` then runs the stages a Spark master takes (ingestion; dbt too with ``--dbt-target
+spark``, though the stages after it read DuckDB only: docs/scale_out.md) again from the same raw
+day on a local standalone master and worker (``RECSYS_SPARK_MASTER``); ``--redis`` puts the online
+store on a private redis-server. Figures: ``benchmarks/results/big_night.json``.
 """
 
 from __future__ import annotations
@@ -229,8 +230,9 @@ def key_counts(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_night(label: str, args: argparse.Namespace, env: dict[str, str], run_dir: Path, raw_day: Path,
-              cluster_pids: Sequence[int] = ()) -> dict[str, Any]:
-    """The night in a fresh home under ``run_dir``; its stage rows and end-to-end wall time."""
+              cluster_pids: Sequence[int] = (), stages: Sequence[str] = (*STAGES, TEARDOWN)) -> dict[str, Any]:
+    """The night (or its first ``stages``) in a fresh home under ``run_dir``: its stage rows and
+    end-to-end wall time."""
     shutil.rmtree(run_dir, ignore_errors=True)
     home, state = run_dir / "home", run_dir / "stages"
     state.mkdir(parents=True)
@@ -238,7 +240,7 @@ def run_night(label: str, args: argparse.Namespace, env: dict[str, str], run_dir
     shutil.copytree(raw_day, home / "raw" / raw_day.name, copy_function=os.link)
     env = {**env, "RECSYS_HOME": str(home)}
     rows, states, started = [], {}, time.perf_counter()
-    for name in (*STAGES, TEARDOWN):
+    for name in stages:
         if name != TEARDOWN and "failed" in states.values():
             states[name] = "upstream_failed"
             continue
@@ -251,6 +253,7 @@ def run_night(label: str, args: argparse.Namespace, env: dict[str, str], run_dir
               f"{row['wall_s']:.1f} s, {row['peak_rss_mib']:,.0f} MiB {row['counts']}", flush=True)
         rows.append(row)
     return {"label": label, "rows": rows, "night_s": time.perf_counter() - started, "states": states,
+            "whole": tuple(stages) == (*STAGES, TEARDOWN),
             "spark_master": env["RECSYS_SPARK_MASTER"], "dbt_target": env["RECSYS_DBT_TARGET"]}
 
 
@@ -322,6 +325,8 @@ def build_records(nights: Sequence[dict[str, Any]], generated: dict[str, Any], a
                 add(metric, row[metric], "MiB" if metric.endswith("mib") else "s", model, base, machine)
             for key, value in row["counts"].items():
                 add(key, int(value) if isinstance(value, bool) else value, COUNTS[key], model, base, machine)
+        if not night["whole"]:
+            continue
         add("wall_s", night["night_s"], "s", "night" + suffix, None if is_local else "night", machine)
         add("ok", int(set(night["states"].values()) == {"success"}), "1 = succeeded", "night" + suffix,
             None if is_local else "night", machine)
@@ -369,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="optimisation budget of train_candidate, shared by auto's models; 0: no cap (the DAG's stage)")
     add("--epochs", type=int, default=DAG_EPOCHS, help="the DAG's epochs Param")
     add("--spark-master", default=None, help="run the night on this master (RECSYS_SPARK_MASTER)")
-    add("--standalone", action="store_true", help="then the same night on a local standalone master + worker")
+    add("--standalone", action="store_true", help="then the Spark stages again on a local standalone master + worker")
     add("--worker-memory", default="4g", help="the standalone worker's and its executor's memory")
     add("--dbt-target", choices=("duckdb", "spark"), default="duckdb", help="RECSYS_DBT_TARGET on a Spark master")
     add("--redis", action="store_true", help="online store on a private redis-server")
@@ -413,7 +418,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             url, pids = stack.enter_context(standalone_cluster(work / "cluster", args.worker_memory))
             cluster_env = {**env, "RECSYS_SPARK_MASTER": url, "RECSYS_DBT_TARGET": args.dbt_target,
                            "SPARK_EXECUTOR_MEMORY": args.worker_memory}
-            nights.append(run_night("standalone", args, cluster_env, work / "runs" / "standalone", raw_day, pids))
+            # Only the stages the master runs: the others do the same work in the same process.
+            on_cluster = ("ingest_events", "build_sessions") if args.dbt_target == "spark" else ("ingest_events",)
+            nights.append(run_night("standalone", args, cluster_env, work / "runs" / "standalone", raw_day, pids,
+                                    on_cluster))
     records = build_records(nights, generated, args, command, when)
     common.finish(NAME, args.results, records, key=("dataset", "model"))
     failed = [f"{n['label']}: {s}" for n in nights for s, state in n["states"].items() if state == "failed"]
