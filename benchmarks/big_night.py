@@ -104,17 +104,17 @@ def generate_day(work_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
-def _train(settings: Any, run_date: date, minutes: float, epochs: int) -> dict[str, Any]:
+def _train(settings: Any, run_date: date, model: str, minutes: float, epochs: int) -> dict[str, Any]:
     """The DAG's train_candidate with ``minutes`` of optimisation shared by the models it trains
     (the stage's budget is per model: ``RECSYS_TRAIN_MAX_MINUTES``)."""
     from pipeline import stages
     from training.auto import AUTO, auto_model_names
     from training.objectives import objective_for
 
-    names = auto_model_names(settings.auto_models) if DAG_MODEL == AUTO else [DAG_MODEL]
+    names = auto_model_names(settings.auto_models) if model == AUTO else [model]
     optimised = [name for name in names if objective_for(name).name != "none"] or names
     per_model = minutes / len(optimised)
-    summary = stages.train_candidate(settings, run_date, DAG_MODEL, epochs, max_minutes=per_model)
+    summary = stages.train_candidate(settings, run_date, model, epochs, max_minutes=per_model)
     return summary | {"max_train_minutes_per_model": per_model}
 
 
@@ -133,7 +133,7 @@ def run_stage(args: argparse.Namespace) -> int:
         "build_sessions": lambda: stages.build_sessions(settings, run_date),
         "check_quality": lambda: stages.check_quality(settings, run_date),
         "materialize_features": lambda: stages.materialize_features(settings, run_date),
-        "train_candidate": lambda: _train(settings, run_date, args.train_minutes, args.epochs),
+        "train_candidate": lambda: _train(settings, run_date, args.model, args.train_minutes, args.epochs),
         "evaluate_candidate": lambda: stages.evaluate_candidate(settings, run_date, prior("train_candidate")),
         "promote_candidate": lambda: stages.promote_candidate(settings, run_date, prior("evaluate_candidate")),
         TEARDOWN: lambda: stages.write_nightly_report(settings, run_date, run_id=f"{NAME}-{run_date}",
@@ -200,7 +200,7 @@ def _cpu_of_children() -> float:
 def measure_stage(name: str, args: argparse.Namespace, env: dict[str, str], state: Path,
                   cluster_pids: Sequence[int]) -> dict[str, Any]:
     command = [sys.executable, "-m", MODULE, "--stage", name, "--state-dir", str(state),
-               "--train-minutes", str(args.train_minutes), "--epochs", str(args.epochs)]
+               "--train-minutes", str(args.train_minutes), "--epochs", str(args.epochs), "--model", args.model]
     kernel_cpu = _cpu_of_children()
     with open(state / f"{name}.log", "wb") as log:
         started = time.perf_counter()
@@ -303,7 +303,8 @@ def standalone_cluster(work: Path, memory: str) -> Iterator[tuple[str, list[int]
 
 def build_records(nights: Sequence[dict[str, Any]], generated: dict[str, Any], args: argparse.Namespace,
                   command: str, when: str) -> list[dict[str, Any]]:
-    dataset = f"generated day: {args.events} events, {args.users} users, {args.items} items"
+    dataset = (f"generated day: {args.events} events, {args.users} users, {args.items} items; "
+               f"model={args.model}, {args.train_minutes:g} training minutes")
     records: list[dict[str, Any]] = []
     hardware = common.hardware(packages=("pyspark", "dbt-core", "feast", "torch"))
     local = nights[0]["label"]
@@ -316,7 +317,8 @@ def build_records(nights: Sequence[dict[str, Any]], generated: dict[str, Any], a
         is_local = night["label"] == local
         suffix = "" if is_local else f" ({night['label']})"
         machine = {**hardware, "spark_master": night["spark_master"], "dbt_target": night["dbt_target"],
-                   "online_store": "redis" if args.redis else "sqlite", "train_minutes": args.train_minutes}
+                   "online_store": "redis" if args.redis else "sqlite", "train_minutes": args.train_minutes,
+                   "model_param": args.model}
         for row in night["rows"]:
             model, base = row["stage"] + suffix, None if is_local else row["stage"]
             add("ok", int(row["ok"]), "1 = succeeded", model, base, machine)
@@ -373,6 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add("--train-minutes", type=float, default=10.0,
         help="optimisation budget of train_candidate, shared by auto's models; 0: no cap (the DAG's stage)")
     add("--epochs", type=int, default=DAG_EPOCHS, help="the DAG's epochs Param")
+    add("--model", default=DAG_MODEL, help="the DAG's model Param (auto trains RECSYS_AUTO_MODELS)")
     add("--spark-master", default=None, help="run the night on this master (RECSYS_SPARK_MASTER)")
     add("--standalone", action="store_true", help="then the Spark stages again on a local standalone master + worker")
     add("--worker-memory", default="4g", help="the standalone worker's and its executor's memory")

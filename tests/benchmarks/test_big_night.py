@@ -29,7 +29,7 @@ def test_a_tiny_night_measures_every_stage(tmp_path: Path) -> None:
     values: dict[str, dict[str, float]] = {}
     for record in records:
         values.setdefault(record["model"], {})[record["metric"]] = record["value"]
-        assert record["dataset"] == "generated day: 20000 events, 2000 users, 500 items"
+        assert record["dataset"] == "generated day: 20000 events, 2000 users, 500 items; model=auto, 0.5 training minutes"
     for stage in STAGES:
         assert values[stage]["ok"] == 1, stage
         assert values[stage]["wall_s"] > 0 and values[stage]["cpu_s"] > 0 and values[stage]["peak_rss_mib"] > 0
