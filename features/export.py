@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from typing import Any
 
 from core.settings import Settings
@@ -84,7 +83,8 @@ def export_feature_data(settings: Settings) -> dict[str, int]:
     either the previous export or this one. Returns the row count per table.
     """
     import duckdb
-    import pyarrow.parquet as pq
+
+    from ingest.publish import replace_parquet
 
     if not settings.warehouse_path.is_file():
         raise FileNotFoundError(f"warehouse not found: {settings.warehouse_path} (run dbt first)")
@@ -103,12 +103,7 @@ def export_feature_data(settings: Settings) -> dict[str, int]:
             table = con.sql(query).to_arrow_table()
             table = _with_utc_timestamp(table)
             target = out_dir / file_name
-            tmp = target.with_name(f".{file_name}.{os.getpid()}.tmp")
-            try:
-                pq.write_table(table, tmp)
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
+            replace_parquet(target, table)
             counts[table_name] = table.num_rows
             logger.info("exported %s: %d rows -> %s", table_name, table.num_rows, target)
     return counts

@@ -21,11 +21,11 @@ PyArrow is imported inside the functions: the importers' registry stays standard
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from ingest.importers.item_table import ItemTable
+from ingest.publish import replace_parquet
 
 ITEMS_FOLDER = "items"
 ITEM_QUARANTINE_FOLDER = "item_quarantine"
@@ -63,9 +63,9 @@ def write_item_table(lake_dir: Path, format_name: str, table: ItemTable) -> dict
     )
     # The quarantine first: a reader that finds the new table also finds its rejected rows.
     quarantine = item_quarantine_path(lake_dir, format_name)
-    _replace(quarantine, rejected)
+    replace_parquet(quarantine, rejected)
     items = item_table_path(lake_dir, format_name)
-    _replace(items, rows)
+    replace_parquet(items, rows)
     return {"path": str(items), "quarantine_path": str(quarantine)}
 
 
@@ -74,16 +74,3 @@ def _storable(text: str | None) -> str | None:
     if text is None:
         return None
     return text.encode("utf-8", "backslashreplace").decode("utf-8") if not text.isascii() else text
-
-
-def _replace(path: Path, table: Any) -> None:
-    import pyarrow.parquet as pq
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Dot-prefixed and not *.parquet: neither DuckDB's glob nor Spark lists it while it is written.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

@@ -157,6 +157,21 @@ def collect_garbage(settings: Settings, arrival_date: date) -> None:
     shutil.rmtree(staging_dir(settings, arrival_date), ignore_errors=True)
 
 
+def replace_parquet(path: Path, table: Any) -> None:
+    """Write the Arrow ``table`` to ``path`` whole or not at all: a reader sees the previous file
+    or the new one. The temporary file is dot-prefixed and not ``*.parquet``, so neither DuckDB's
+    glob nor Spark lists it while it is written."""
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(table, temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def write_json(path: Path, record: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Written whole or not at all: the quality gate may read it at any time.
