@@ -98,7 +98,8 @@ def test_hybrid_with_blend_zero_ranks_exactly_like_its_sasrec():
 
 
 def test_calibrate_keeps_the_best_weight_on_validation_and_ties_go_to_the_smaller():
-    model = Hybrid(HybridConfig(n_items=5, d_model=8, n_heads=1, blend_grid=(0.0, 0.2, 0.4, 0.6)))
+    model = Hybrid(HybridConfig(n_items=5, d_model=8, n_heads=1, blend_grid=(0.0, 0.2, 0.4, 0.6),
+                                blend_refine=()))
     curve = {0.0: 0.10, 0.2: 0.15, 0.4: 0.15, 0.6: 0.12}
     seen = []
 
@@ -117,13 +118,37 @@ def test_calibrate_keeps_the_best_weight_on_validation_and_ties_go_to_the_smalle
     assert empty.calibrate(validate, "ndcg_at_10") is None and empty.config.blend == 0.3
 
 
+def test_calibrate_refines_around_the_grids_best_and_stays_in_range():
+    model = Hybrid(HybridConfig(n_items=5, d_model=8, n_heads=1, blend_grid=(0.0, 0.3, 0.6, 0.9),
+                                blend_refine=(0.1, 0.05)))
+    peak = 0.68  # between two grid points: the grid alone would stop at 0.6
+    seen = []
+
+    def validate():
+        seen.append(model.config.blend)
+        return {"ndcg_at_10": 1.0 - abs(model.config.blend - peak)}
+
+    best = model.calibrate(validate, "ndcg_at_10")
+    assert seen[:4] == [0.0, 0.3, 0.6, 0.9]
+    assert seen[4:] == [0.5, 0.7, 0.65, 0.75]  # around 0.6, then around 0.7
+    assert model.config.blend == pytest.approx(0.7) and best["ndcg_at_10"] == pytest.approx(0.98)
+    assert len(seen) == len(set(seen))  # no weight validated twice
+
+    seen.clear()
+    edge = Hybrid(HybridConfig(n_items=5, d_model=8, n_heads=1, blend_grid=(0.0, 0.5), blend_refine=(0.1,)))
+    model = edge
+    peak = -1.0  # best at 0: the step below is clipped to 0, already known, so not validated again
+    edge.calibrate(validate, "ndcg_at_10")
+    assert seen == [0.0, 0.5, 0.1] and edge.config.blend == 0.0
+
+
 def test_hybrid_trains_calibrates_on_validation_and_its_checkpoint_serves_the_same(tmp_path):
     split = ring_split()
     result = train_model(Settings(home=tmp_path), split, "hybrid", epochs=4, device="cpu", seed=3,
                          model_config={"d_model": 16, "n_heads": 1}, checkpoint_path=tmp_path / "hybrid.pt")
     assert result.config["n_attributes"] == 8
     blend = result.config["blend"]
-    assert blend in HybridConfig.blend_grid  # the grid's pick, recorded in the checkpoint
+    assert 0.0 <= blend <= 1.0  # the calibrated pick, recorded in the checkpoint
     # The recorded validation figures are the chosen weight's (the selection the loop reports).
     assert result.val_metrics["ndcg_at_10"] >= result.history[result.best_epoch - 1]["val_ndcg_at_10"]
     served = load_recommender(tmp_path / "hybrid.pt")

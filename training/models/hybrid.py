@@ -9,8 +9,10 @@ next-item distributions::
 
 SASRec is trained by the shared loop exactly like ``sasrec`` (its epochs chosen on validation,
 the co-visitation part a fitted buffer that nothing optimises); then ``calibrate`` picks
-``blend`` from ``blend_grid`` on the validation examples, and the chosen weight is saved in the
-checkpoint's config. The test examples are never seen by either choice.
+``blend`` on the validation examples: the best of the coarse ``blend_grid``, refined by steps of
+``blend_refine`` to either side (the validation curve is flat near its top and its peak falls
+between the coarse points), and the chosen weight is saved in the checkpoint's config. The test
+examples are never seen by either choice.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from training.models.covisitation import CoVisitation, CoVisitationConfig
 from training.models.sasrec import SASRec, SASRecConfig
 
 BLEND_GRID = (0.0, 0.15, 0.3, 0.45, 0.6, 0.75)
+BLEND_REFINE = (0.05, 0.025)  # after the grid: the best weight +- each step in turn
 
 
 @dataclass
@@ -35,6 +38,7 @@ class HybridConfig(SASRecConfig):
     # default: epochs are chosen on SASRec alone); afterwards the grid's best on validation.
     blend: float = 0.0
     blend_grid: tuple[float, ...] = BLEND_GRID  # empty: keep ``blend`` as configured
+    blend_refine: tuple[float, ...] = BLEND_REFINE  # empty: the grid's best as it is
 
 
 class Hybrid(SASRec):
@@ -72,17 +76,31 @@ class Hybrid(SASRec):
 
     def calibrate(self, validate: Callable[[], dict[str, float]], metric: str,
                   known: dict[str, float] | None = None) -> dict[str, float] | None:
-        """Choose ``blend`` from ``blend_grid`` by the validation ``metric``; the chosen weight's
-        validation metrics (None with an empty grid). Ties go to the smaller weight. ``known``:
-        the validation metrics at the current ``blend`` (the loop's, for the selected epoch),
-        so that point is not validated twice."""
-        best_blend, best = None, None
+        """Choose ``blend`` by the validation ``metric``: the best of ``blend_grid``, then the
+        best of it and its neighbours at +- each ``blend_refine`` step in turn (kept in [0, 1]);
+        the chosen weight's validation metrics (None with an empty grid). Ties go to the smaller
+        weight. ``known``: the validation metrics at the current ``blend`` (the loop's, for the
+        selected epoch), so that point is not validated twice."""
         current = float(self.config.blend)
+        scores: dict[float, dict[str, float]] = {}
+
+        def score(blend: float) -> None:
+            blend = round(min(max(float(blend), 0.0), 1.0), 6)
+            if blend not in scores:
+                self.config.blend = blend
+                scores[blend] = known if known is not None and blend == current else validate()
+
+        def best_blend() -> float:
+            return max(scores, key=lambda blend: (scores[blend][metric], -blend))
+
         for blend in self.config.blend_grid:
-            self.config.blend = float(blend)
-            metrics = known if known is not None and float(blend) == current else validate()
-            if best is None or metrics[metric] > best[metric]:
-                best_blend, best = float(blend), metrics
-        if best_blend is not None:
-            self.config.blend = best_blend
-        return best
+            score(blend)
+        if not scores:
+            self.config.blend = current
+            return None
+        for step in self.config.blend_refine:
+            centre = best_blend()
+            score(centre - step)
+            score(centre + step)
+        self.config.blend = best_blend()
+        return scores[self.config.blend]
