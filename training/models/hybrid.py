@@ -35,7 +35,7 @@ class HybridConfig(SASRecConfig):
     n_neighbours: int = 100  # co-visitation: followers kept per item
     n_recent: int = 5  # co-visitation: newest input items that vote
     # Weight of co-visitation's distribution. While training it is the configured value (0 by
-    # default: epochs are chosen on SASRec alone); afterwards the grid's best on validation.
+    # default: epochs are chosen on SASRec alone); afterwards the calibrated weight (see calibrate).
     blend: float = 0.0
     blend_grid: tuple[float, ...] = BLEND_GRID  # empty: keep ``blend`` as configured
     blend_refine: tuple[float, ...] = BLEND_REFINE  # empty: the grid's best as it is
@@ -96,7 +96,6 @@ class Hybrid(SASRec):
         for blend in self.config.blend_grid:
             score(blend)
         if not scores:
-            self.config.blend = current
             return None
         for step in self.config.blend_refine:
             centre = best_blend()
