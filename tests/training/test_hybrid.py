@@ -148,7 +148,11 @@ def test_hybrid_trains_calibrates_on_validation_and_its_checkpoint_serves_the_sa
                          model_config={"d_model": 16, "n_heads": 1}, checkpoint_path=tmp_path / "hybrid.pt")
     assert result.config["n_attributes"] == 8
     blend = result.config["blend"]
-    assert 0.0 <= blend <= 1.0  # the calibrated pick, recorded in the checkpoint
+    # The calibrated pick, recorded in the checkpoint: the default grid and refinement steps are
+    # all multiples of the finest step, so any weight calibrate can reach is one too.
+    finest = min(HybridConfig.blend_refine)
+    assert round(blend / finest, 6).is_integer()
+    assert 0.0 <= blend <= max(HybridConfig.blend_grid) + sum(HybridConfig.blend_refine)
     # The recorded validation figures are the chosen weight's (the selection the loop reports).
     assert result.val_metrics["ndcg_at_10"] >= result.history[result.best_epoch - 1]["val_ndcg_at_10"]
     served = load_recommender(tmp_path / "hybrid.pt")
